@@ -1,0 +1,96 @@
+#include "core/thread_pool.h"
+
+#include <cstdlib>
+#include <exception>
+
+namespace farsight {
+
+ThreadPool::ThreadPool(int n_threads) {
+    if (n_threads <= 0) n_threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (n_threads <= 0) n_threads = 1;
+    n_threads_ = n_threads;
+    for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        stop_ = true;
+    }
+    cv_start_.notify_all();
+    for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::worker(int idx) {
+    uint64_t seen = 0;
+    for (;;) {
+        const std::function<void(int)>* job;
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
+            if (stop_) return;
+            seen = generation_;
+            job = job_;
+        }
+        (*job)(idx);
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            if (--pending_ == 0) cv_done_.notify_one();
+        }
+    }
+}
+
+void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
+    if (n_threads_ == 1) {
+        fn(0);
+        return;
+    }
+    std::exception_ptr err;
+    std::mutex err_mu;
+    std::function<void(int)> wrapped = [&](int i) {
+        try {
+            fn(i);
+        } catch (...) {
+            std::lock_guard<std::mutex> lk(err_mu);
+            if (!err) err = std::current_exception();
+        }
+    };
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        job_ = &wrapped;
+        pending_ = n_threads_ - 1;
+        ++generation_;
+    }
+    cv_start_.notify_all();
+    wrapped(0);
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_done_.wait(lk, [&] { return pending_ == 0; });
+        job_ = nullptr;
+    }
+    if (err) std::rethrow_exception(err);
+}
+
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
+    if (n <= 0) return;
+    const int nt = n_threads_;
+    if (nt == 1 || n == 1) {
+        fn(0, n, 0);
+        return;
+    }
+    run_on_all([&](int t) {
+        const int64_t begin = n * t / nt;
+        const int64_t end = n * (t + 1) / nt;
+        if (begin < end) fn(begin, end, t);
+    });
+}
+
+ThreadPool& ThreadPool::global() {
+    static ThreadPool pool([] {
+        const char* e = std::getenv("FARSIGHT_THREADS");
+        return e ? std::atoi(e) : 0;
+    }());
+    return pool;
+}
+
+}  // namespace farsight
