@@ -98,6 +98,9 @@ public:
     // dtype of activations this backend computes in (f32 on CPU; bf16/f16 on CUDA).
     virtual DType activation_dtype() const = 0;
 
+    // dtype the backend keeps matrices in when the user does not choose (CPU: as stored).
+    virtual DType default_weight_dtype(DType stored) const = 0;
+
     // ---- memory ----
     virtual Tensor alloc(DType dtype, int64_t rows, int64_t cols) = 0;
     // A weight as [rows, cols] in `dtype` (converting if needed). The CPU backend may borrow
@@ -109,6 +112,9 @@ public:
                                const std::vector<int64_t>& part_rows, DType dtype,
                                int64_t cols) = 0;
     virtual void to_host_f32(const Tensor& t, float* dst) = 0;
+    // Whether the model should fuse q/k/v and gate/up weights into one matrix each (a copy at
+    // load; pays on GPUs). The CPU backend keeps the memory-mapped tensors as they are.
+    virtual bool fuse_weights() const = 0;
     virtual size_t free_memory() const = 0;
 
     // ---- KV cache ----
@@ -126,8 +132,10 @@ public:
     // residual += x; out = rmsnorm(residual) * w
     virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                              Tensor& out) = 0;
-    // out = x @ w^T (+ bias); x [T, in], w [out, in], bias [1, out]
-    virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+    // out[:, col0 : col0 + w.rows] = x @ w^T (+ bias); x [T, in], w [out, in], bias [1, out].
+    // out may be wider than w.rows (writing one part of a fused qkv / gate_up activation).
+    virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
+                        int64_t col0 = 0) = 0;
     // qkv [T, (H + 2*KVH) * D]: rotate the q and k heads in place (rotate_half convention) at
     // meta.positions with meta.rope[seq.rope_variant].
     virtual void rope(Tensor& qkv, const AttnParams& p) = 0;

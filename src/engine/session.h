@@ -1,0 +1,75 @@
+#pragma once
+// A Session is a loaded model on a backend with its paged KV cache: the unit the CLI, the
+// server and the tests work with. forward() runs one step for several sequences of different
+// lengths (each appending tokens to its own block table).
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/config.h"
+#include "kv/block_pool.h"
+#include "model/model.h"
+
+namespace farsight {
+
+struct LoadOptions {
+    std::string model;         // a model folder or an "org/name" in the Hugging Face cache
+    std::string dummy;         // random weights: a preset name or a config.json path
+    std::string device = "cpu";
+    std::string dtype = "auto";  // weights: auto (CPU: as stored; GPU: bf16), f32, f16, bf16
+    int threads = 0;             // CPU threads (0 = all cores)
+    int64_t max_model_len = 0;   // longest sequence (0 = config max_position_embeddings)
+    int64_t kv_tokens = 0;       // KV cache capacity in tokens (0 = sized automatically)
+    int64_t block_size = 16;     // tokens per KV block
+    double gpu_memory_fraction = 0.90;
+    uint64_t seed = 0;           // random weights seed
+    bool progress = false;       // print a load progress bar on stderr
+};
+
+// One sequence's part of a forward step.
+struct SeqStep {
+    BlockTable* table = nullptr;  // the sequence's KV blocks; tokens are appended after its cache
+    std::span<const int32_t> tokens;
+    bool all_logits = false;  // logits for every token (scoring) or only the last (generation)
+};
+
+class Session {
+public:
+    explicit Session(const LoadOptions& opts);
+    ~Session();
+
+    const ModelConfig& config() const { return model_->config(); }
+    Model& model() { return *model_; }
+    Backend& backend() { return *backend_; }
+    BlockPool& pool() { return pool_; }
+    const std::filesystem::path& model_dir() const { return model_dir_; }  // empty for --dummy
+    int64_t max_model_len() const { return max_model_len_; }
+    int64_t kv_capacity_tokens() const { return pool_.num_blocks() * block_size_; }
+    int64_t block_size() const { return block_size_; }
+    double load_seconds() const { return load_seconds_; }
+
+    // Runs one forward step; returns logits [rows, vocab] where rows are, per step in order,
+    // all of its tokens (all_logits) or its last token.
+    std::vector<float> forward(std::span<SeqStep> steps);
+
+    // Convenience: logits for every position of one sequence, in a fresh cache (freed after).
+    std::vector<float> score(std::span<const int32_t> ids);
+
+private:
+    std::unique_ptr<Backend> backend_;
+    std::shared_ptr<const WeightSource> weights_;
+    std::unique_ptr<Model> model_;
+    std::filesystem::path model_dir_;
+    BlockPool pool_;
+    int64_t block_size_ = 16;
+    int64_t max_model_len_ = 0;
+    double load_seconds_ = 0;
+    std::optional<RopeFreqs> static_rope_;
+    BatchMeta meta_;
+};
+
+}  // namespace farsight
