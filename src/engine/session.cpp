@@ -15,6 +15,7 @@ namespace {
 ProgressFn progress_bar() {
     auto last = std::make_shared<int>(-1);
     return [last](size_t done, size_t total) {
+        if (total < (size_t(64) << 20)) return;  // small models load instantly
         const int pct = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 100;
         if (pct == *last) return;
         *last = pct;

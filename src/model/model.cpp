@@ -143,6 +143,13 @@ Model::Model(ModelConfig cfg, std::shared_ptr<const WeightSource> weights, Backe
     }
 }
 
+size_t Model::decode_bytes(int64_t ctx) const {
+    const size_t embed = cfg_.tie_word_embeddings ? 0 : embed_.nbytes();
+    const size_t kv = static_cast<size_t>(2 * cfg_.num_layers * cfg_.kv_dim() * ctx) *
+                      dtype_size(be_.kv_layout().dtype);
+    return weight_bytes_ - embed + kv;
+}
+
 Tensor Model::load(const std::string& name, bool matrix, int64_t rows, int64_t cols) {
     const TensorInfo& ti = weights_->get(name);
     Tensor t = be_.load_weight(ti, matrix ? wdtype_ : be_.activation_dtype(), rows, cols);

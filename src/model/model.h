@@ -36,6 +36,9 @@ public:
     Backend& backend() { return be_; }
     DType weight_dtype() const { return wdtype_; }
     size_t weight_bytes() const { return weight_bytes_; }
+    // Bytes one decode step must read per sequence at context ctx: every weight matrix (the
+    // embedding table only as lm_head when tied) plus the K and V of ctx cached tokens.
+    size_t decode_bytes(int64_t ctx) const;
 
     // One forward step over meta (the KV cache must be initialised). Writes the logits of
     // meta.logit_rows to `logits` ([rows, vocab] float32, host).
