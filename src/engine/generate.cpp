@@ -1,0 +1,117 @@
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "engine/stop.h"
+
+namespace farsight {
+
+GenerationDefaults load_generation_defaults(const std::filesystem::path& model_dir) {
+    GenerationDefaults d;
+    const auto p = model_dir / "generation_config.json";
+    if (model_dir.empty() || !std::filesystem::exists(p)) return d;
+    nlohmann::json j;
+    try {
+        std::ifstream f(p);
+        j = nlohmann::json::parse(f);
+    } catch (const std::exception& e) {
+        fail("{}: not valid JSON ({})", p.string(), e.what());
+    }
+    auto num = [&](const char* k) -> std::optional<float> {
+        if (j.contains(k) && j[k].is_number()) return j[k].get<float>();
+        return std::nullopt;
+    };
+    d.temperature = num("temperature");
+    d.top_p = num("top_p");
+    d.min_p = num("min_p");
+    d.repetition_penalty = num("repetition_penalty");
+    if (j.contains("top_k") && j["top_k"].is_number_integer()) d.top_k = j["top_k"].get<int32_t>();
+    if (j.contains("max_new_tokens") && j["max_new_tokens"].is_number_integer())
+        d.max_new_tokens = j["max_new_tokens"].get<int32_t>();
+    if (j.contains("do_sample") && j["do_sample"].is_boolean()) d.do_sample = j["do_sample"].get<bool>();
+    if (j.contains("eos_token_id")) {
+        const auto& e = j["eos_token_id"];
+        if (e.is_number_integer()) d.eos_ids.push_back(e.get<int32_t>());
+        else if (e.is_array())
+            for (const auto& x : e)
+                if (x.is_number_integer()) d.eos_ids.push_back(x.get<int32_t>());
+    }
+    return d;
+}
+
+GenerationResult generate(Session& s, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                          const GenerationOptions& o, const TextCallback& on_text) {
+    using clock = std::chrono::steady_clock;
+    GenerationResult r;
+    r.prompt_ids = prompt;
+    FS_CHECK(!prompt.empty(), "the prompt is empty (no tokens, not even BOS)");
+    const int64_t ctx = s.max_model_len();
+    FS_CHECK(static_cast<int64_t>(prompt.size()) < ctx,
+             "the prompt has {} tokens but the context is {} tokens (--max-model-len); shorten the "
+             "prompt or raise the limit",
+             prompt.size(), ctx);
+    const int64_t budget = std::min<int64_t>(o.max_new_tokens, ctx - static_cast<int64_t>(prompt.size()));
+    const int64_t V = s.config().vocab_size;
+
+    Sampler sampler(o.sampling);
+    TokenHistory hist;
+    hist.add_prompt(prompt);
+    StopMatcher stops(o.stop);
+    IncrementalDecoder dec(tok, /*skip_special=*/true);
+    for (int32_t id : prompt) dec.push(id);  // context for spacing; prompt text is not emitted
+    (void)dec.flush();
+    auto emit = [&](const std::string& piece) {
+        if (piece.empty()) return;
+        r.text += piece;
+        if (on_text) on_text(piece);
+    };
+
+    BlockTable table;
+    struct Release {
+        Session& s;
+        BlockTable& t;
+        ~Release() { t.release(s.pool()); }
+    } release{s, table};
+
+    std::vector<int32_t> next(prompt.begin(), prompt.end());
+    r.finish_reason = "length";
+    auto t0 = clock::now();
+    auto t_first = t0;
+    for (int64_t step = 0; step < budget; ++step) {
+        SeqStep st{&table, next, false};
+        std::vector<float> logits = s.forward(std::span<SeqStep>(&st, 1));
+        if (step == 0) {
+            t_first = clock::now();
+            r.prefill_seconds = std::chrono::duration<double>(t_first - t0).count();
+        }
+        std::span<float> lg(logits.data(), static_cast<size_t>(V));
+        const int32_t id = sampler.sample(lg, hist);
+        r.ids.push_back(id);
+        r.logprobs.push_back(Sampler::logprob_of(lg, id));
+        if (o.sampling.top_logprobs > 0) r.top_logprobs.push_back(Sampler::top_logprobs(lg, o.sampling.top_logprobs));
+        hist.add_output(id);
+        if (!o.ignore_eos && std::find(o.eos_ids.begin(), o.eos_ids.end(), id) != o.eos_ids.end()) {
+            r.finish_reason = "eos";
+            break;
+        }
+        emit(stops.push(dec.push(id)));
+        if (stops.stopped()) {
+            r.finish_reason = "stop";
+            break;
+        }
+        next.assign(1, id);
+    }
+    if (!stops.stopped()) {
+        emit(stops.push(dec.flush()));
+        if (stops.stopped()) r.finish_reason = "stop";
+        else emit(stops.flush());
+    }
+    r.decode_seconds = std::chrono::duration<double>(clock::now() - t_first).count();
+    return r;
+}
+
+}  // namespace farsight
