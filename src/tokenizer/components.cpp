@@ -639,7 +639,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, std::string_view
     }
     if (type == "Whitespace") {
         auto s = std::make_unique<PreRegexSplit>();
-        s->re = std::make_unique<Regex>(R"([\p{L}\p{M}\p{Nd}\p{Pc}]+|[^\p{L}\p{M}\p{Nd}\p{Pc}\s]+)");
+        s->re = std::make_unique<Regex>(R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}]+|[^\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}\s]+)");
         s->behavior = Behavior::Removed;
         s->invert = true;
         return s;
