@@ -1,0 +1,92 @@
+// farsight tokenize: encode/decode text with a model's tokenizer.json, or benchmark encoding.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "cli/command.h"
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace farsight::cli {
+namespace {
+
+struct Options {
+    std::string model, text, decode, bench;
+    bool no_special = false, json = false, text_set = false;
+};
+
+Tokenizer load(const std::string& model) {
+    std::filesystem::path p(model);
+    // TODO(lead): resolve "org/name" through resolve_model_path (src/io/hf_cache.h) once it lands.
+    if (std::filesystem::is_regular_file(p)) return Tokenizer::from_file(p);
+    FS_CHECK(std::filesystem::is_directory(p),
+             "model {:?} is not a folder or a tokenizer.json file (pass the folder that holds "
+             "tokenizer.json)",
+             model);
+    return Tokenizer::from_folder(p);
+}
+
+int run(const Options& o) {
+    Tokenizer tok = load(o.model);
+    if (!o.bench.empty()) {
+        std::ifstream f(o.bench, std::ios::binary);
+        FS_CHECK(f.good(), "cannot open benchmark text {}", o.bench);
+        std::ostringstream ss;
+        ss << f.rdbuf();
+        std::string text = ss.str();
+        auto t0 = std::chrono::steady_clock::now();
+        auto ids = tok.encode(text, false);
+        double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double mb = static_cast<double>(text.size()) / 1e6;
+        fmt::print("farsight: {:.2f} MB -> {} tokens in {:.3f} s: {:.2f} MB/s\n", mb, ids.size(), s,
+                   mb / s);
+        return 0;
+    }
+    if (!o.decode.empty()) {
+        std::vector<int32_t> ids;
+        std::istringstream in(o.decode);
+        std::string word;
+        while (in >> word) {
+            try {
+                size_t used = 0;
+                long v = std::stol(word, &used);
+                FS_CHECK(used == word.size(), "bad token id {:?}", word);
+                ids.push_back(static_cast<int32_t>(v));
+            } catch (const std::logic_error&) {
+                fail("bad token id {:?} in --decode (expected space-separated integers)", word);
+            }
+        }
+        fmt::print("{}\n", tok.decode(ids, o.no_special));
+        return 0;
+    }
+    FS_CHECK(o.text_set, "give --text STR to encode, --decode \"IDS\" to decode, or --bench FILE");
+    auto ids = tok.encode(o.text, !o.no_special);
+    if (o.json)
+        fmt::print("{{\"ids\": [{}]}}\n", fmt::join(ids, ", "));
+    else
+        fmt::print("{}\n", fmt::join(ids, " "));
+    return 0;
+}
+
+Register reg("tokenize", "Encode text to token ids (or decode ids) with a model's tokenizer",
+             [](CLI::App& app) -> RunFn {
+                 auto o = std::make_shared<Options>();
+                 app.add_option("-m,--model", o->model, "Folder holding tokenizer.json")->required();
+                 auto* t = app.add_option("--text", o->text, "Text to encode");
+                 app.add_flag("--no-special", o->no_special,
+                              "Do not add BOS/EOS when encoding; skip special tokens when decoding");
+                 app.add_flag("--json", o->json, "Print {\"ids\": [...]}");
+                 app.add_option("--decode", o->decode, "Space-separated ids to decode");
+                 app.add_option("--bench", o->bench,
+                                "Benchmark: encode this file single-threaded and print MB/s");
+                 return [o, t]() {
+                     o->text_set = t->count() > 0;
+                     return run(*o);
+                 };
+             });
+
+}  // namespace
+}  // namespace farsight::cli
