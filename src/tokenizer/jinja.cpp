@@ -457,8 +457,12 @@ private:
             const Token& tk = cur();
             if (tk.type == Tok::Eof) {
                 if (ends.empty()) return body;
-                error(open_line, fmt::format("block opened here is never closed (expected '{{% {} %}}')",
-                                             ends.back()));
+                std::string closer = ends.back();
+                for (const auto& e : ends)
+                    if (e.rfind("end", 0) == 0) closer = e;
+                error(open_line, fmt::format(
+                                     "block opened here is never closed (expected '{{% {} %}}')",
+                                     closer));
             }
             if (tk.type == Tok::Text) {
                 auto n = std::make_unique<Node>(Node::K::Text, tk.line);
