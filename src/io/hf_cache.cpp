@@ -37,8 +37,8 @@ std::vector<CacheCandidate> cache_candidates() {
     if (auto v = env("XDG_CACHE_HOME"))
         out.push_back({fs::path(*v) / "huggingface" / "hub", "$XDG_CACHE_HOME/huggingface/hub"});
     if (auto v = env("HOME"))
-        out.push_back({fs::path(*v) / ".cache" / "huggingface" / "hub",
-                       "~/.cache/huggingface/hub"});
+        out.push_back(
+            {fs::path(*v) / ".cache" / "huggingface" / "hub", "~/.cache/huggingface/hub"});
     // huggingface_hub uses only the first of these; we search them all, in that order, so a model
     // downloaded before a variable was set is still found.
     std::vector<CacheCandidate> dedup;
@@ -73,9 +73,9 @@ fs::path pick_snapshot(const fs::path& repo_dir, const std::string& arg) {
         std::string hash;
         std::getline(in, hash);
         hash = trim(hash);
-        FS_CHECK(!hash.empty() && hash.find('/') == std::string::npos && hash != "." &&
-                     hash != "..",
-                 "'{}' for model '{}' does not contain a commit hash", ref.string(), arg);
+        FS_CHECK(
+            !hash.empty() && hash.find('/') == std::string::npos && hash != "." && hash != "..",
+            "'{}' for model '{}' does not contain a commit hash", ref.string(), arg);
         const fs::path snap = snaps / hash;
         FS_CHECK(fs::is_directory(snap, ec),
                  "'{}' names snapshot '{}' for model '{}', but '{}' does not exist (incomplete "
@@ -109,15 +109,17 @@ fs::path pick_snapshot(const fs::path& repo_dir, const std::string& arg) {
 }  // namespace
 
 fs::path resolve_model_path(const std::string& arg) {
-    FS_CHECK(!arg.empty(), "empty model argument: give a model folder or a Hugging Face id "
+    FS_CHECK(!arg.empty(),
+             "empty model argument: give a model folder or a Hugging Face id "
              "like 'org/name'");
     std::error_code ec;
     const fs::path p(arg);
     if (fs::is_directory(p, ec)) return p;
     if (fs::exists(p, ec))
-        fail("model '{}' is a file, not a folder: pass the folder that contains config.json and "
-             "the safetensors weights",
-             arg);
+        fail(
+            "model '{}' is a file, not a folder: pass the folder that contains config.json and "
+            "the safetensors weights",
+            arg);
     if (!looks_like_repo_id(arg))
         fail("model folder '{}' does not exist (and it is not a Hugging Face id like 'org/name')",
              arg);
@@ -133,9 +135,10 @@ fs::path resolve_model_path(const std::string& arg) {
         if (fs::is_directory(repo_dir, ec)) return pick_snapshot(repo_dir, arg);
     }
     if (searched.empty()) searched = "\n  (none: HF_HUB_CACHE, HF_HOME and HOME are all unset)";
-    fail("model '{}' is not a local folder and was not found in the Hugging Face cache; "
-         "searched:{}\nDownload it first (e.g. `huggingface-cli download {}`) or pass a folder.",
-         arg, searched, arg);
+    fail(
+        "model '{}' is not a local folder and was not found in the Hugging Face cache; "
+        "searched:{}\nDownload it first (e.g. `huggingface-cli download {}`) or pass a folder.",
+        arg, searched, arg);
 }
 
 }  // namespace farsight

@@ -35,7 +35,7 @@ std::string shape_tuple(const std::vector<int64_t>& shape) {
 using Value = std::variant<std::string, bool, std::vector<int64_t>>;
 
 class HeaderParser {
-public:
+  public:
     HeaderParser(const std::string& s, const std::string& file) : s_(s), file_(file) {}
 
     std::map<std::string, Value> parse_dict() {
@@ -61,7 +61,7 @@ public:
         return out;
     }
 
-private:
+  private:
     [[noreturn]] void bad(const char* what) {
         fail("'{}': malformed .npy header ({} at offset {}): {}", file_, what, i_, s_);
     }
@@ -107,13 +107,16 @@ private:
                 if (!std::isdigit(static_cast<unsigned char>(peek()))) bad("expected a dimension");
                 int64_t v = 0;
                 while (std::isdigit(static_cast<unsigned char>(peek()))) {
-                    if (v > (std::numeric_limits<int64_t>::max() - 9) / 10) bad("dimension too large");
+                    if (v > (std::numeric_limits<int64_t>::max() - 9) / 10)
+                        bad("dimension too large");
                     v = v * 10 + (s_[i_++] - '0');
                 }
                 dims.push_back(v);
                 skip_ws();
-                if (peek() == ',') ++i_;
-                else if (peek() != ')') bad("expected ',' or ')'");
+                if (peek() == ',')
+                    ++i_;
+                else if (peek() != ')')
+                    bad("expected ',' or ')'");
             }
         }
         bad("unsupported value");
@@ -133,8 +136,8 @@ void write_npy(const fs::path& path, const float* data, std::vector<int64_t> sha
                  shape_tuple(shape));
         n *= static_cast<uint64_t>(d);
     }
-    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " +
-                         shape_tuple(shape) + ", }";
+    std::string header =
+        "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape_tuple(shape) + ", }";
     // magic(6) + version(2) + header_len(2) + header + '\n' must be a multiple of 64.
     const size_t unpadded = 10 + header.size() + 1;
     header.append((64 - unpadded % 64) % 64, ' ');
@@ -169,7 +172,8 @@ NpyArray read_npy(const fs::path& path) {
     const int major = static_cast<uint8_t>(bytes[6]);
     size_t hlen = 0, hstart = 0;
     if (major == 1) {
-        hlen = static_cast<uint8_t>(bytes[8]) | (static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8);
+        hlen = static_cast<uint8_t>(bytes[8]) |
+               (static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8);
         hstart = 10;
     } else if (major == 2 || major == 3) {
         FS_CHECK(bytes.size() >= 12, "'{}' is truncated inside the .npy header", file);
@@ -192,8 +196,8 @@ NpyArray read_npy(const fs::path& path) {
     const auto* descr = std::get_if<std::string>(&get("descr"));
     const auto* fortran = std::get_if<bool>(&get("fortran_order"));
     const auto* shape = std::get_if<std::vector<int64_t>>(&get("shape"));
-    FS_CHECK(descr && fortran && shape, "'{}': .npy header has a field of the wrong type: {}",
-             file, header);
+    FS_CHECK(descr && fortran && shape, "'{}': .npy header has a field of the wrong type: {}", file,
+             header);
     size_t esize = 0;
     bool big_endian = false;
     if (*descr == "<f4" || *descr == ">f4") esize = 4;

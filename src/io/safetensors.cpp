@@ -80,12 +80,12 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // same limit as the referenc
 // say "not supported" rather than "unknown") but rejected.
 bool safetensors_dtype(const std::string& s, DType* out, bool* known) {
     static const std::unordered_map<std::string, DType> supported = {
-        {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
-        {"I64", DType::I64}, {"I32", DType::I32}, {"I8", DType::I8},   {"U8", DType::U8},
-        {"BOOL", DType::BOOL}};
-    static const std::set<std::string> unsupported = {
-        "I16", "U16", "U32", "U64", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2",
-        "C64"};
+        {"F64", DType::F64},   {"F32", DType::F32}, {"F16", DType::F16},
+        {"BF16", DType::BF16}, {"I64", DType::I64}, {"I32", DType::I32},
+        {"I8", DType::I8},     {"U8", DType::U8},   {"BOOL", DType::BOOL}};
+    static const std::set<std::string> unsupported = {"I16",     "U16",     "U32",     "U64",
+                                                      "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4",
+                                                      "F6_E2M3", "F6_E3M2", "C64"};
     auto it = supported.find(s);
     if (it != supported.end()) {
         *out = it->second;
@@ -104,8 +104,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-SafetensorsFile::SafetensorsFile(const fs::path& path)
-    : map_(std::make_unique<MappedFile>(path)) {
+SafetensorsFile::SafetensorsFile(const fs::path& path) : map_(std::make_unique<MappedFile>(path)) {
     const std::string file = path.string();
     const size_t size = map_->size();
     FS_CHECK(size >= 8,
@@ -123,8 +122,8 @@ SafetensorsFile::SafetensorsFile(const fs::path& path)
              "'{}' is truncated: header length says {} bytes but only {} bytes follow the 8-byte "
              "length (re-download the file)",
              file, n, size - 8);
-    FS_CHECK(n >= 2, "'{}' is not a valid safetensors file: header of {} bytes is too short",
-             file, n);
+    FS_CHECK(n >= 2, "'{}' is not a valid safetensors file: header of {} bytes is too short", file,
+             n);
     const char* hdr = reinterpret_cast<const char*>(base + 8);
 
     // Parse, rejecting duplicate top-level keys (nlohmann would silently keep the last one).
@@ -165,14 +164,15 @@ SafetensorsFile::SafetensorsFile(const fs::path& path)
                      "'{}': __metadata__ must be an object of string values, got {}", file,
                      entry.type_name());
             for (auto& [k, v] : entry.items()) {
-                FS_CHECK(v.is_string(), "'{}': __metadata__ value for '{}' must be a string, got {}",
-                         file, k, v.type_name());
+                FS_CHECK(v.is_string(),
+                         "'{}': __metadata__ value for '{}' must be a string, got {}", file, k,
+                         v.type_name());
                 metadata_[k] = v.get<std::string>();
             }
             continue;
         }
-        FS_CHECK(entry.is_object(), "'{}': tensor '{}': entry must be an object, got {}", file, name,
-                 entry.type_name());
+        FS_CHECK(entry.is_object(), "'{}': tensor '{}': entry must be an object, got {}", file,
+                 name, entry.type_name());
         for (const char* field : {"dtype", "shape", "data_offsets"})
             FS_CHECK(entry.contains(field), "'{}': tensor '{}': missing field '{}'", file, name,
                      field);
@@ -188,12 +188,14 @@ SafetensorsFile::SafetensorsFile(const fs::path& path)
         bool known = false;
         if (!safetensors_dtype(ds, &t.dtype, &known)) {
             if (known)
-                fail("'{}': tensor '{}': dtype '{}' is valid safetensors but not supported by "
-                     "farsight",
-                     file, name, ds);
-            fail("'{}': tensor '{}': unknown dtype '{}' (expected one of F64, F32, F16, BF16, I64, "
-                 "I32, I8, U8, BOOL)",
-                 file, name, ds);
+                fail(
+                    "'{}': tensor '{}': dtype '{}' is valid safetensors but not supported by "
+                    "farsight",
+                    file, name, ds);
+            fail(
+                "'{}': tensor '{}': unknown dtype '{}' (expected one of F64, F32, F16, BF16, I64, "
+                "I32, I8, U8, BOOL)",
+                file, name, ds);
         }
 
         const json& js = entry["shape"];
@@ -258,12 +260,14 @@ SafetensorsFile::SafetensorsFile(const fs::path& path)
                  *prev, *r.name, r.begin, pos);
         if (r.begin > pos) {
             if (prev)
-                fail("'{}': hole in the data section: bytes [{}, {}) between tensors '{}' and '{}' "
-                     "belong to no tensor",
-                     file, pos, r.begin, *prev, *r.name);
-            fail("'{}': hole in the data section: bytes [0, {}) before tensor '{}' belong to no "
-                 "tensor",
-                 file, r.begin, *r.name);
+                fail(
+                    "'{}': hole in the data section: bytes [{}, {}) between tensors '{}' and '{}' "
+                    "belong to no tensor",
+                    file, pos, r.begin, *prev, *r.name);
+            fail(
+                "'{}': hole in the data section: bytes [0, {}) before tensor '{}' belong to no "
+                "tensor",
+                file, r.begin, *r.name);
         }
         pos = r.end;
         prev = r.name;
@@ -286,7 +290,7 @@ const TensorInfo& WeightSource::get(const std::string& name) const {
 namespace {
 
 class SafetensorsFolder final : public WeightSource {
-public:
+  public:
     explicit SafetensorsFolder(std::string where) : where_(std::move(where)) {}
 
     const TensorInfo* find(const std::string& name) const override {
@@ -329,7 +333,8 @@ bool present(const fs::path& p) {
 std::unique_ptr<WeightSource> open_safetensors_folder(const fs::path& folder) {
     std::error_code ec;
     FS_CHECK(fs::exists(folder, ec), "model folder '{}' does not exist", folder.string());
-    FS_CHECK(fs::is_directory(folder, ec), "'{}' is not a folder (expected a model folder "
+    FS_CHECK(fs::is_directory(folder, ec),
+             "'{}' is not a folder (expected a model folder "
              "containing model.safetensors or model.safetensors.index.json)",
              folder.string());
 

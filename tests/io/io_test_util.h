@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 
 // A fresh folder under the system temp dir, removed (recursively) on destruction.
 class TempDir {
-public:
+  public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "farsight-io-XXXXXX").string();
         std::vector<char> buf(tmpl.begin(), tmpl.end());
@@ -40,7 +40,7 @@ public:
     const fs::path& path() const { return path_; }
     fs::path operator/(const std::string& name) const { return path_ / name; }
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -61,8 +61,20 @@ inline std::string le64(uint64_t v) {
     return s;
 }
 
-// Bytes of a safetensors file: 8-byte little-endian header length, header, data.
+// The header padded with spaces so the data section starts 8-byte aligned, as writers do.
+inline std::string pad_header(std::string header) {
+    while (header.size() % 8 != 0) header += ' ';
+    return header;
+}
+
+// Bytes of a safetensors file: 8-byte little-endian header length, (padded) header, data.
 inline std::string safetensors_bytes(const std::string& header, const std::string& data) {
+    const std::string h = pad_header(header);
+    return le64(h.size()) + h + data;
+}
+
+// The same without padding: tensor data may then be misaligned in the mapping.
+inline std::string safetensors_bytes_unpadded(const std::string& header, const std::string& data) {
     return le64(header.size()) + header + data;
 }
 
@@ -93,23 +105,27 @@ inline void expect_error(const std::function<void()>& fn, const std::vector<std:
 
 // Sets / unsets environment variables for the lifetime of the object, then restores them.
 class EnvOverride {
-public:
+  public:
     void set(const std::string& name, const std::optional<std::string>& value) {
         if (!saved_.count(name)) {
             const char* old = std::getenv(name.c_str());
             saved_[name] = old ? std::optional<std::string>(old) : std::nullopt;
         }
-        if (value) ::setenv(name.c_str(), value->c_str(), 1);
-        else ::unsetenv(name.c_str());
+        if (value)
+            ::setenv(name.c_str(), value->c_str(), 1);
+        else
+            ::unsetenv(name.c_str());
     }
     ~EnvOverride() {
         for (const auto& [k, v] : saved_) {
-            if (v) ::setenv(k.c_str(), v->c_str(), 1);
-            else ::unsetenv(k.c_str());
+            if (v)
+                ::setenv(k.c_str(), v->c_str(), 1);
+            else
+                ::unsetenv(k.c_str());
         }
     }
 
-private:
+  private:
     std::map<std::string, std::optional<std::string>> saved_;
 };
 

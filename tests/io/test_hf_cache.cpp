@@ -97,13 +97,13 @@ TEST(HfCache, HfHomeHubAndHomeFallback) {
     EXPECT_EQ(resolve_model_path("org/name"), in_home);
     // $HF_HOME/hub comes before ~/.cache.
     env.set("HF_HOME", (root / "hfhome").string());
-    const fs::path in_hf_home = add_snapshot(root / "hfhome" / "hub", "models--org--name", kHash1,
-                                             4.0f);
+    const fs::path in_hf_home =
+        add_snapshot(root / "hfhome" / "hub", "models--org--name", kHash1, 4.0f);
     EXPECT_EQ(resolve_model_path("org/name"), in_hf_home);
     // $HF_HUB_CACHE comes before $HF_HOME.
     env.set("HF_HUB_CACHE", (root / "hubcache").string());
-    const fs::path in_hub_cache = add_snapshot(root / "hubcache", "models--org--name", kHash1,
-                                               5.0f);
+    const fs::path in_hub_cache =
+        add_snapshot(root / "hubcache", "models--org--name", kHash1, 5.0f);
     EXPECT_EQ(resolve_model_path("org/name"), in_hub_cache);
     EXPECT_EQ(read_v(resolve_model_path("org/name")), 5.0f);
 }
@@ -113,8 +113,8 @@ TEST(HfCache, XdgCacheHome) {
     EnvOverride env;
     isolate_env(env, root.path());
     env.set("XDG_CACHE_HOME", (root / "xdg").string());
-    const fs::path want = add_snapshot(root / "xdg" / "huggingface" / "hub", "models--gpt2",
-                                       kHash1, 1.0f);
+    const fs::path want =
+        add_snapshot(root / "xdg" / "huggingface" / "hub", "models--gpt2", kHash1, 1.0f);
     EXPECT_EQ(resolve_model_path("gpt2"), want);  // ids without an org are valid too
 }
 
@@ -151,8 +151,7 @@ TEST(HfCache, RefsMainNamesMissingSnapshot) {
     env.set("HF_HUB_CACHE", hub.string());
     add_snapshot(hub, "models--a--b", kHash1, 1.0f);
     set_ref(hub, "models--a--b", kHash2);
-    expect_error([] { resolve_model_path("a/b"); },
-                 {"refs/main", kHash2, "does not exist", "a/b"});
+    expect_error([] { resolve_model_path("a/b"); }, {"refs/main", kHash2, "does not exist", "a/b"});
 }
 
 TEST(HfCache, EntryWithoutSnapshots) {
@@ -184,19 +183,20 @@ TEST(HfCache, NotFoundListsEveryPlaceSearched) {
     isolate_env(env, root.path());
     env.set("HF_HUB_CACHE", (root / "c1").string());
     env.set("HF_HOME", (root / "c2").string());
-    expect_error([] { resolve_model_path("meta-llama/Llama-3.1-8B"); },
-                 {"meta-llama/Llama-3.1-8B", "not found in the Hugging Face cache",
-                  (root / "c1" / "models--meta-llama--Llama-3.1-8B").string(), "$HF_HUB_CACHE",
-                  (root / "c2" / "hub" / "models--meta-llama--Llama-3.1-8B").string(),
-                  (root / "home" / ".cache" / "huggingface" / "hub" /
-                   "models--meta-llama--Llama-3.1-8B")
-                      .string()});
+    expect_error(
+        [] { resolve_model_path("meta-llama/Llama-3.1-8B"); },
+        {"meta-llama/Llama-3.1-8B", "not found in the Hugging Face cache",
+         (root / "c1" / "models--meta-llama--Llama-3.1-8B").string(), "$HF_HUB_CACHE",
+         (root / "c2" / "hub" / "models--meta-llama--Llama-3.1-8B").string(),
+         (root / "home" / ".cache" / "huggingface" / "hub" / "models--meta-llama--Llama-3.1-8B")
+             .string()});
 }
 
 TEST(HfCache, BadArguments) {
     TempDir root;
     write_file(root / "file", "x");
-    expect_error([&] { resolve_model_path((root / "file").string()); }, {"is a file, not a folder"});
+    expect_error([&] { resolve_model_path((root / "file").string()); },
+                 {"is a file, not a folder"});
     expect_error([&] { resolve_model_path((root / "missing" / "deeper").string()); },
                  {(root / "missing" / "deeper").string(), "does not exist"});
     expect_error([] { resolve_model_path("./nope"); }, {"'./nope' does not exist"});

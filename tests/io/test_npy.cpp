@@ -14,7 +14,9 @@ using namespace farsight::testing;
 namespace {
 
 const fs::path kFix = fs::path(FARSIGHT_FIXTURES_DIR) / "io";
-double ramp(int i) { return (i - 3) * 0.25; }
+double ramp(int i) {
+    return (i - 3) * 0.25;
+}
 
 // A version-1.0 .npy file built by hand from the format description.
 std::string npy_v1(const std::string& dict, const std::string& data) {
