@@ -165,7 +165,13 @@ NpyArray read_npy(const fs::path& path) {
     const std::string file = path.string();
     std::ifstream in(path, std::ios::binary);
     FS_CHECK(in, "cannot open '{}': {}", file, std::strerror(errno));
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.seekg(0, std::ios::end);
+    const std::streamoff fsize = in.tellg();
+    in.seekg(0, std::ios::beg);
+    FS_CHECK(fsize >= 0, "cannot determine the size of '{}'", file);
+    std::string bytes(static_cast<size_t>(fsize), '\0');
+    in.read(bytes.data(), fsize);
+    FS_CHECK(in, "error reading '{}'", file);
 
     FS_CHECK(bytes.size() >= 10 && bytes.compare(0, 6, kMagic, 6) == 0,
              "'{}' is not a .npy file (missing \\x93NUMPY magic)", file);
