@@ -17,7 +17,10 @@ struct TensorInfo {
     std::string name;
     DType dtype = DType::F32;
     std::vector<int64_t> shape;
-    const void* data = nullptr;  // into the mapping (or owned storage for random weights)
+    // Into the mapping (or owned storage for random weights). Aligned to the element size only
+    // if the writer padded the header (HF writers pad it to 8 bytes; the format does not require
+    // it): read through memcpy, or check alignment, before casting to float*/uint16_t*.
+    const void* data = nullptr;
     size_t nbytes = 0;
     std::string file;            // where it came from, for error messages
 
