@@ -815,7 +815,7 @@ def make_stories(out: Path, model_dir: Path, device: str) -> dict:
     st = logit_stats(logits)
     print_stats(name, st, mean_nll)
     save_npy(cdir / "logits.npy", logits.numpy())
-    shutil.copy(model_dir / "config.json", cdir / "config.json")
+    # (the model's config.json stays in shared/; nothing from shared/ is copied)
 
     # Cross-check with the independent golden in shared/testdata (BOS logits, llama2.c-derived).
     golden_note = ""
@@ -850,7 +850,7 @@ def make_stories(out: Path, model_dir: Path, device: str) -> dict:
         "device": device,
         "text": STORY_SENTENCE,
         "text_note": "tokens = tokenizer(text) (BOS added by the tokenizer) truncated to 64",
-        "notes": "Real model from shared/, float64 forward of its float32 weights; config.json is a copy of the model's (legacy spelling: top-level rope_theta, torch_dtype)." + golden_note,
+        "notes": "Real model from shared/, float64 forward of its float32 weights; the config is the model's own in shared/" + golden_note,
         "stats": st,
         "argmax": [int(x) for x in logits.argmax(-1)],
         "token_nll": tok_nll,
@@ -889,7 +889,7 @@ def make_docs(out: Path, model_dir: Path, device: str) -> dict:
     print_stats(name, st, mean_nll)
     positions = list(range(0, len(tokens), DOCS_LOGIT_STRIDE))
     save_npy(cdir / "logits.npy", logits[positions].numpy())
-    shutil.copy(model_dir / "config.json", cdir / "config.json")
+    # (the model's config.json stays in shared/)
     ref = {
         "case": name,
         "architecture": "LlamaForCausalLM",
@@ -910,7 +910,7 @@ def make_docs(out: Path, model_dir: Path, device: str) -> dict:
             "Real model from shared/ (bf16, 4 shards), float64 forward of its bf16 weights upcast. "
             f"To keep the fixture small logits.npy holds only the rows listed in logits_positions "
             f"(every {DOCS_LOGIT_STRIDE}th position, shape [{len(positions)}, {model.config.vocab_size}]); "
-            "token_nll/argmax cover every position. config.json is a copy of the model's."
+            "token_nll/argmax cover every position. The config is the model's own in shared/"
         ),
         "stats": st,
         "argmax": [int(x) for x in logits.argmax(-1)],
@@ -957,7 +957,7 @@ def make_docs_long(out: Path, model_dir: Path, device: str, n_tokens: int) -> di
     }
     yarn_cfg["max_position_embeddings"] = 4 * orig
     write_json(cdir / "config_yarn.json", yarn_cfg)
-    shutil.copy(model_dir / "config.json", cdir / "config.json")
+    # (the model's config.json stays in shared/)
 
     results = {}
     nll_rows = []

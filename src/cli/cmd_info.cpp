@@ -56,7 +56,8 @@ int run_info(const InfoOpts& o) {
         {"kv_heads", cfg.num_kv_heads},
         {"head_dim", cfg.head_dim},
         {"vocab_size", cfg.vocab_size},
-        {"context_length", cfg.max_position_embeddings},
+        {"context_length", cfg.context_length()},
+        {"max_position_embeddings", cfg.max_position_embeddings},
         {"rope_type", cfg.rope.type},
         {"rope_theta", cfg.rope.theta},
         {"rope_factor", cfg.rope.factor},
@@ -72,12 +73,13 @@ int run_info(const InfoOpts& o) {
     }
     fmt::print("model          {}\n", source);
     fmt::print("architecture   {} ({})\n", cfg.architecture, cfg.model_type);
-    fmt::print("parameters     {:.3f} B ({})\n", static_cast<double>(params) / 1e9, params);
-    fmt::print("dtype          {} ({:.2f} GB of weights)\n", dtype_name(cfg.dtype), static_cast<double>(bytes) / 1e9);
+    if (params >= 1000000000) fmt::print("parameters     {:.2f} B ({})\n", static_cast<double>(params) / 1e9, params);
+    else fmt::print("parameters     {:.2f} M ({})\n", static_cast<double>(params) / 1e6, params);
+    fmt::print("dtype          {} ({:.1f} MB of weights)\n", dtype_name(cfg.dtype), static_cast<double>(bytes) / 1e6);
     fmt::print("shape          hidden {} | intermediate {} | layers {} | heads {} (kv {}) | head_dim {} | vocab {}\n",
                cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads,
                cfg.head_dim, cfg.vocab_size);
-    fmt::print("context        {} tokens; rope {} (theta {}{})\n", cfg.max_position_embeddings, cfg.rope.type,
+    fmt::print("context        {} tokens; rope {} (theta {}{})\n", cfg.context_length(), cfg.rope.type,
                cfg.rope.theta, cfg.rope.type == "default" ? "" : fmt::format(", factor {}", cfg.rope.factor));
     if (!windows.empty()) fmt::print("sliding window {}\n", windows);
     fmt::print("kv cache       {} bytes/token in bf16 ({} in f32)\n", kv_per_token * 2, kv_per_token * 4);

@@ -15,6 +15,8 @@ void add_model_options(CLI::App& app, LoadOptions& o, bool model_required) {
     app.add_option("--dummy", o.dummy,
                    "Use deterministic random weights instead of files: a preset (llama2-7b, "
                    "llama3-8b, tinyllama-1.1b, qwen2.5-0.5b, tiny-test) or a config.json path");
+    app.add_option("--config", o.config,
+                   "Use this config.json instead of the model folder's (e.g. to add rope scaling)");
     app.add_option("--device", o.device, "Device: cpu, cuda or cuda:N")->capture_default_str();
     app.add_option("--dtype", o.dtype,
                    "Weight dtype: auto (CPU keeps the stored dtype, CUDA uses bf16), f32, f16, bf16")

@@ -99,19 +99,32 @@ uint16_t f32_to_f16(float f) {
 void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
     switch (src_type) {
         case DType::F32: std::memcpy(dst, src, n * 4); return;
+        // Loads go through memcpy: safetensors data need not be aligned.
         case DType::BF16: {
-            const auto* s = static_cast<const uint16_t*>(src);
-            for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+            const auto* s = static_cast<const unsigned char*>(src);
+            for (size_t i = 0; i < n; ++i) {
+                uint16_t h;
+                std::memcpy(&h, s + 2 * i, 2);
+                dst[i] = bf16_to_f32(h);
+            }
             return;
         }
         case DType::F16: {
-            const auto* s = static_cast<const uint16_t*>(src);
-            for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+            const auto* s = static_cast<const unsigned char*>(src);
+            for (size_t i = 0; i < n; ++i) {
+                uint16_t h;
+                std::memcpy(&h, s + 2 * i, 2);
+                dst[i] = f16_to_f32(h);
+            }
             return;
         }
         case DType::F64: {
-            const auto* s = static_cast<const double*>(src);
-            for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+            const auto* s = static_cast<const unsigned char*>(src);
+            for (size_t i = 0; i < n; ++i) {
+                double d;
+                std::memcpy(&d, s + 8 * i, 8);
+                dst[i] = static_cast<float>(d);
+            }
             return;
         }
         default: fail("convert_to_f32: unsupported source dtype {}", dtype_name(src_type));

@@ -55,7 +55,7 @@ Session::Session(const LoadOptions& o) {
     } else {
         FS_CHECK(!o.model.empty(), "no model given (use -m MODEL_DIR_OR_REPO_ID or --dummy PRESET)");
         model_dir_ = resolve_model_path(o.model);
-        cfg = parse_model_config(model_dir_ / "config.json");
+        cfg = parse_model_config(o.config.empty() ? model_dir_ / "config.json" : std::filesystem::path(o.config));
         weights_ = open_safetensors_folder(model_dir_);
     }
     model_ = std::make_unique<Model>(cfg, weights_, *backend_, wdtype,
@@ -63,7 +63,7 @@ Session::Session(const LoadOptions& o) {
 
     block_size_ = o.block_size;
     FS_CHECK(block_size_ > 0, "block size must be positive");
-    max_model_len_ = o.max_model_len > 0 ? o.max_model_len : cfg.max_position_embeddings;
+    max_model_len_ = o.max_model_len > 0 ? o.max_model_len : cfg.context_length();
     KVLayout kv;
     kv.num_layers = cfg.num_layers;
     kv.block_size = block_size_;

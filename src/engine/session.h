@@ -19,6 +19,7 @@ namespace farsight {
 struct LoadOptions {
     std::string model;         // a model folder or an "org/name" in the Hugging Face cache
     std::string dummy;         // random weights: a preset name or a config.json path
+    std::string config;        // a config.json to use instead of the model folder's (e.g. rope scaling)
     std::string device = "cpu";
     std::string dtype = "auto";  // weights: auto (CPU: as stored; GPU: bf16), f32, f16, bf16
     int threads = 0;             // CPU threads (0 = all cores)

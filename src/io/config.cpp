@@ -1,5 +1,6 @@
 #include "io/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -181,6 +182,15 @@ ModelConfig parse_model_config(const std::filesystem::path& path) {
         fail("{}: not valid JSON ({})", path.string(), e.what());
     }
     return parse_model_config(j, path.string());
+}
+
+int64_t ModelConfig::context_length() const {
+    const int64_t mpe = max_position_embeddings;
+    if (rope.type == "linear" || rope.type == "dynamic")
+        return static_cast<int64_t>(static_cast<double>(mpe) * rope.factor);
+    if (rope.type == "yarn" && rope.original_max_position_embeddings)
+        return std::max<int64_t>(mpe, static_cast<int64_t>(*rope.original_max_position_embeddings * rope.factor));
+    return mpe;
 }
 
 namespace {

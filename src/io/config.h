@@ -49,6 +49,9 @@ struct ModelConfig {
     std::vector<int64_t> bos_token_ids, eos_token_ids;
     RopeConfig rope;
 
+    // Longest context the model supports with its rope scaling (as vLLM derives it): linear and
+    // dynamic scale max_position_embeddings by factor, yarn scales the original length.
+    int64_t context_length() const;
     int64_t q_dim() const { return num_heads * head_dim; }
     int64_t kv_dim() const { return num_kv_heads * head_dim; }
 };
