@@ -45,6 +45,7 @@ int run_generate(const GenerateOpts& o) {
         fmt::print("{}\n", j.dump());
     } else {
         fmt::print("\n");
+        std::fflush(stdout);
         fmt::print(stderr, "[{} prompt tokens, {} generated, finish: {}; prefill {:.1f} tok/s, decode {:.1f} tok/s]\n",
                    r.prompt_ids.size(), r.ids.size(), r.finish_reason, r.prefill_tok_s(), r.decode_tok_s());
     }
