@@ -47,11 +47,11 @@ fi
 if [ -x "$TEST_BIN" ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
         >"$LOG_DIR/device.txt" 2>&1 || true
-    FARSIGHT_GPU_BENCH=1 phase tests "$LOG_DIR/test_gpu.log" \
-        "$TEST_BIN" --gtest_filter="$FILTER" --gtest_color=no
+    phase tests "$LOG_DIR/test_gpu.log" \
+        env FARSIGHT_GPU_BENCH=1 "$TEST_BIN" --gtest_filter="$FILTER" --gtest_color=no
     if command -v compute-sanitizer >/dev/null; then
-        FARSIGHT_GPU_TEST_SMALL=1 phase memcheck "$LOG_DIR/memcheck.log" \
-            compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
+        phase memcheck "$LOG_DIR/memcheck.log" \
+            env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
             "$TEST_BIN" --gtest_filter="$SANITIZER_FILTER" --gtest_color=no
     else
         summary+=("memcheck                 skipped: compute-sanitizer not on PATH")
@@ -71,10 +71,10 @@ for f in test_gpu memcheck; do
     log="$LOG_DIR/$f.log"
     [ -f "$log" ] || continue
     echo "--- $f"
-    grep -E "^\[  (PASSED|FAILED|SKIPPED) \]|tests? ran" "$log" | grep -v "^\[  SKIPPED \] [A-Z]" |
-        head -5 || true
-    grep -E "^\[  FAILED  \] [A-Za-z]" "$log" | sort -u | head -25 || true
-    grep -E "^[^ ].*(Failure|rel_l2|Expected|Which is)" "$log" | head -20 || true
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) *\]|tests? ran" "$log" |
+        grep -vE "^\[  (SKIPPED|FAILED) *\] [A-Z]" | head -5 || true
+    grep -E "^\[  FAILED  \] [A-Za-z]" "$log" | sort -u | cut -c1-160 | head -25 || true
+    grep -A3 ": Failure" "$log" | cut -c1-200 | head -48 || true
     grep -E "ERROR SUMMARY|Invalid|out of bounds" "$log" | head -10 || true
 done
 if [ -f "$LOG_DIR/test_gpu.log" ]; then

@@ -71,8 +71,8 @@ TEST(CudaBench, DecodeLinear) {
             Tensor x = upload(b, randv(T * s.K, dt), T, s.K, dt);
             Tensor out = b.alloc(dt, T, s.N);
             double ms = time_ms(b, 20, [&] {
-                for (int i = 0; i < 10; ++i) b.linear(x, tw, nullptr, out);
-            }) / 10;
+                for (int i = 0; i < 50; ++i) b.linear(x, tw, nullptr, out);
+            }) / 50;
             double gbps = double(s.N) * s.K * 2 / (ms * 1e-3) / 1e9;
             std::printf("BENCH linear T=%ld N=%ld K=%ld %.1f us %.0f GB/s (%.0f%% of copy)\n",
                         long(T), long(s.N), long(s.K), ms * 1e3, gbps,
@@ -136,7 +136,9 @@ TEST(CudaBench, Attention) {
         b.begin_forward(dec);
         Tensor q1 = upload(b, randv(S * C, dt), S, C, dt);
         Tensor o1 = b.alloc(dt, S, H * D);
-        double ms = time_ms(b, 20, [&] { b.attention(0, q1, p, o1); });
+        double ms = time_ms(b, 20, [&] {
+            for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
+        }) / 20;
         double bytes = double(S) * ctx * KVH * D * 2 * 2;
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);

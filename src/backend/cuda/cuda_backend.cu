@@ -413,11 +413,6 @@ void CudaBackend::begin_forward(const BatchMeta& meta) {
                      q.block_table_offset + q.n_blocks <=
                          static_cast<int32_t>(meta.block_tables.size()),
                  "begin_forward: sequence {} block table out of range", s);
-        if (kv_layout_.block_size > 0)
-            FS_CHECK(static_cast<int64_t>(q.n_blocks) * kv_layout_.block_size >=
-                         q.n_past + q.q_len,
-                     "begin_forward: sequence {} has {} blocks for {} tokens", s, q.n_blocks,
-                     q.n_past + q.q_len);
         for (int32_t j = 0; j < q.q_len; ++j) token_seq[q.q_start + j] = static_cast<int32_t>(s);
         covered += q.q_len;
         bool tiled = q.q_len >= 8 && prefill_supported(D);
@@ -662,6 +657,12 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
              "attention: out is [{}, {}], expected [{}, {}]", out.rows, out.cols, T,
              p.num_heads * p.head_dim);
     if (T == 0) return;
+    for (size_t s = 0; s < meta_.seqs.size(); ++s) {
+        const SeqSlice& q = meta_.seqs[s];
+        FS_CHECK(static_cast<int64_t>(q.n_blocks) * L.block_size >= q.n_past + q.q_len,
+                 "attention: sequence {} has {} KV blocks of {} for {} tokens", s, q.n_blocks,
+                 L.block_size, q.n_past + q.q_len);
+    }
     cudaStream_t st = stream_->get();
     const size_t pool_elems =
         static_cast<size_t>(L.num_blocks * L.block_size * L.num_kv_heads * L.head_dim);
