@@ -1,6 +1,7 @@
 // Device figures (run with FARSIGHT_GPU_BENCH=1; tools/gpu_run.sh does): copy bandwidth and
 // bf16 GEMM roofline, decode GEMV bandwidth, decode attention bandwidth, prefill attention
 // throughput. Results are printed as "BENCH name value unit" lines.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 

@@ -44,6 +44,35 @@ __device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, in
     return ((static_cast<size_t>(blk) * bs + i % bs) * KVH + kvh);
 }
 
+// This lane's DPL consecutive elements [lane*DPL, lane*DPL + DPL) of a row of D (zeros past D);
+// one vector load when the row is exactly 32*DPL long.
+template <typename T, int DPL>
+__device__ __forceinline__ void load_lane(const T* row, int lane, int64_t D, float (&out)[DPL]) {
+    if (D == 32 * DPL && DPL >= 2) {
+        constexpr int BYTES = DPL * static_cast<int>(sizeof(T));
+        const char* p = reinterpret_cast<const char*>(row + lane * DPL);
+        alignas(16) T tmp[DPL];
+        if constexpr (BYTES == 16) {
+            *reinterpret_cast<uint4*>(tmp) = *reinterpret_cast<const uint4*>(p);
+        } else if constexpr (BYTES == 8) {
+            *reinterpret_cast<uint2*>(tmp) = *reinterpret_cast<const uint2*>(p);
+        } else if constexpr (BYTES == 4) {
+            *reinterpret_cast<uint32_t*>(tmp) = *reinterpret_cast<const uint32_t*>(p);
+        } else {
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) tmp[e] = row[lane * DPL + e];
+        }
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) out[e] = to_f(tmp[e]);
+    } else {
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) {
+            int64_t d = lane * DPL + e;
+            out[e] = d < D ? to_f(row[d]) : 0.0f;
+        }
+    }
+}
+
 // grid (splits, KVH * qgroups, n_tokens), kSkWarps*32 threads. DPL: head dims per lane.
 template <typename T, int DPL>
 __global__ void __launch_bounds__(kSkWarps * 32)
@@ -135,20 +164,28 @@ __global__ void __launch_bounds__(kSkWarps * 32)
         }
         __syncwarp();
         const int nk = min(32, hi - base);
-        for (int j = 0; j < nk; ++j) {
-            const T* v = vp + kv_row(m, seq, base + j, a.block_size, a.KVH, kvh) * D;
-            float vv[DPL];
+        constexpr int U = 4;  // V rows in flight per lane
+        for (int j0 = 0; j0 < nk; j0 += U) {
+            float vv[U][DPL];
 #pragma unroll
-            for (int e = 0; e < DPL; ++e) {
-                int64_t d = lane * DPL + e;
-                vv[e] = d < D ? to_f(v[d]) : 0.0f;
+            for (int u = 0; u < U; ++u) {
+                if (j0 + u < nk) {
+                    const T* v = vp + kv_row(m, seq, base + j0 + u, a.block_size, a.KVH, kvh) * D;
+                    load_lane<T, DPL>(v, lane, D, vv[u]);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < DPL; ++e) vv[u][e] = 0.0f;
+                }
             }
 #pragma unroll
             for (int g = 0; g < kGMax; ++g) {
                 if (g >= ng) break;
-                float p = p_s[warp][g][j];
 #pragma unroll
-                for (int e = 0; e < DPL; ++e) acc[g][e] = fmaf(p, vv[e], acc[g][e]);
+                for (int u = 0; u < U; ++u) {
+                    float p = j0 + u < nk ? p_s[warp][g][j0 + u] : 0.0f;
+#pragma unroll
+                    for (int e = 0; e < DPL; ++e) acc[g][e] = fmaf(p, vv[u][e], acc[g][e]);
+                }
             }
         }
         __syncwarp();

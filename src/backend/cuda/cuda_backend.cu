@@ -627,6 +627,7 @@ void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
              "rope: rotary_dim {} must be even and within head_dim {}", p.rotary_dim,
              p.head_dim);
     const int64_t half = p.rotary_dim / 2;
+    FS_CHECK(T == 0 || !meta_.seqs.empty(), "rope: the batch has tokens but no sequences");
     for (size_t v = 0; v < meta_.rope.size(); ++v)
         FS_CHECK(static_cast<int64_t>(meta_.rope[v].inv_freq.size()) == half,
                  "rope: variant {} has {} frequencies, rotary_dim {} needs {}", v,
