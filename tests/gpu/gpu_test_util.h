@@ -20,8 +20,8 @@
 
 namespace farsight::gputest {
 
-#define FS_REQUIRE_GPU()                                                   \
-    do {                                                                   \
+#define FS_REQUIRE_GPU()                                                     \
+    do {                                                                     \
         if (!::farsight::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
     } while (0)
 

@@ -23,7 +23,9 @@ struct Case {
     DType dt = DType::BF16;
 };
 
-std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+std::ostream& operator<<(std::ostream& os, const Case& c) {
+    return os << c.name;
+}
 
 struct SeqData {
     int32_t ctx;
@@ -49,8 +51,7 @@ void reference(const Case& c, const SeqData& s, int32_t p, int64_t h, double* ou
     for (auto& x : sc) den += (x = std::exp(x - mx));
     for (int64_t e = 0; e < D; ++e) {
         double acc = 0;
-        for (int32_t i = lo; i <= p; ++i)
-            acc += sc[i - lo] * s.v[(i * c.KVH + kvh) * D + e];
+        for (int32_t i = lo; i <= p; ++i) acc += sc[i - lo] * s.v[(i * c.KVH + kvh) * D + e];
         out[e] = acc / den;
     }
 }
@@ -167,12 +168,22 @@ TEST_P(CudaAttention, MatchesReference) {
 std::vector<Case> cases() {
     return {
         // decode batch of very different lengths, GQA 4
-        {"decode_gqa4_d128_bs16", 8, 2, 128, 16, 0,
+        {"decode_gqa4_d128_bs16",
+         8,
+         2,
+         128,
+         16,
+         0,
          {{0, 1}, {16, 1}, {299, 1}, {1000, 1}, {1536, 1}}},
         // long single prefill, no GQA, head_dim 64
         {"prefill1100_mha_d64_bs32", 4, 4, 64, 32, 0, {{0, 1100}}},
         // chunked prefill + decode mixed in one batch, MQA (G = 8)
-        {"mixed_mqa_d128_bs16", 8, 1, 128, 16, 0,
+        {"mixed_mqa_d128_bs16",
+         8,
+         1,
+         128,
+         16,
+         0,
          {{0, 77}, {100, 64}, {513, 200}, {37, 1}, {900, 3}, {5, 9}}},
         // sliding window, GQA 4, prefill and decode
         {"window128_gqa4_d64_bs32", 16, 4, 64, 32, 128, {{0, 300}, {250, 1}, {400, 50}}},

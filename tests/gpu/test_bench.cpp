@@ -17,10 +17,10 @@ bool bench_enabled() {
     return s && s[0] == '1';
 }
 
-#define FS_REQUIRE_BENCH()                                                          \
-    do {                                                                            \
-        FS_REQUIRE_GPU();                                                           \
-        if (!bench_enabled()) GTEST_SKIP() << "set FARSIGHT_GPU_BENCH=1 to run";    \
+#define FS_REQUIRE_BENCH()                                                       \
+    do {                                                                         \
+        FS_REQUIRE_GPU();                                                        \
+        if (!bench_enabled()) GTEST_SKIP() << "set FARSIGHT_GPU_BENCH=1 to run"; \
     } while (0)
 
 template <typename F>
@@ -32,9 +32,9 @@ double time_ms(Backend& b, int reps, F&& f) {
         auto t0 = std::chrono::steady_clock::now();
         f();
         b.synchronize();
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                               t0)
-                         .count());
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
     }
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
@@ -71,9 +71,11 @@ TEST(CudaBench, DecodeLinear) {
         for (int64_t T : {1, 4, 16}) {
             Tensor x = upload(b, randv(T * s.K, dt), T, s.K, dt);
             Tensor out = b.alloc(dt, T, s.N);
-            double ms = time_ms(b, 20, [&] {
-                for (int i = 0; i < 50; ++i) b.linear(x, tw, nullptr, out);
-            }) / 50;
+            double ms = time_ms(b, 20,
+                                [&] {
+                                    for (int i = 0; i < 50; ++i) b.linear(x, tw, nullptr, out);
+                                }) /
+                        50;
             double gbps = double(s.N) * s.K * 2 / (ms * 1e-3) / 1e9;
             std::printf("BENCH linear T=%ld N=%ld K=%ld %.1f us %.0f GB/s (%.0f%% of copy)\n",
                         long(T), long(s.N), long(s.K), ms * 1e3, gbps,
@@ -137,9 +139,11 @@ TEST(CudaBench, Attention) {
         b.begin_forward(dec);
         Tensor q1 = upload(b, randv(S * C, dt), S, C, dt);
         Tensor o1 = b.alloc(dt, S, H * D);
-        double ms = time_ms(b, 20, [&] {
-            for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
-        }) / 20;
+        double ms = time_ms(b, 20,
+                            [&] {
+                                for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
+                            }) /
+                    20;
         double bytes = double(S) * ctx * KVH * D * 2 * 2;
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);

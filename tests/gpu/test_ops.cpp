@@ -48,8 +48,7 @@ TEST_P(CudaOps, RmsNorm) {
             double ss = 0;
             for (int64_t i = 0; i < cols; ++i) ss += double(x[r * cols + i]) * x[r * cols + i];
             double inv = 1.0 / std::sqrt(ss / cols + eps);
-            for (int64_t i = 0; i < cols; ++i)
-                ref[r * cols + i] = w[i] * (x[r * cols + i] * inv);
+            for (int64_t i = 0; i < cols; ++i) ref[r * cols + i] = w[i] * (x[r * cols + i] * inv);
         }
         EXPECT_LT(rel_l2(got, ref), 1e-2) << "cols=" << cols;
     }
@@ -97,8 +96,8 @@ void check_linear(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool wi
             for (int64_t k = 0; k < K; ++k) s += double(x[t * K + k]) * w[n * K + k];
             ref[t * N + n] = s;
         }
-    EXPECT_LT(rel_l2(got, ref), 1e-2) << "T=" << T << " N=" << N << " K=" << K
-                                      << " bias=" << with_bias;
+    EXPECT_LT(rel_l2(got, ref), 1e-2)
+        << "T=" << T << " N=" << N << " K=" << K << " bias=" << with_bias;
 }
 }  // namespace
 

@@ -13,8 +13,8 @@
 namespace farsight::cuda {
 namespace {
 
-constexpr int kGMax = 8;         // q heads per split-K block
-constexpr int kSkWarps = 4;      // warps per split-K block
+constexpr int kGMax = 8;     // q heads per split-K block
+constexpr int kSkWarps = 4;  // warps per split-K block
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -38,8 +38,8 @@ __device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, i
     return r;
 }
 
-__device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, int32_t i,
-                                         int64_t bs, int64_t KVH, int64_t kvh) {
+__device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, int32_t i, int64_t bs,
+                                         int64_t KVH, int64_t kvh) {
     int32_t blk = m.block_tables[s.block_table_offset + i / bs];
     return ((static_cast<size_t>(blk) * bs + i % bs) * KVH + kvh);
 }
@@ -96,7 +96,8 @@ __global__ void __launch_bounds__(kSkWarps * 32)
     const TokenRange tr = token_range(m, t, a.window);
     const SeqSlice& seq = m.seqs[tr.seq];
     const int32_t lo = static_cast<int32_t>(tr.lo + split * partition);
-    const int32_t hi = static_cast<int32_t>((tr.hi < lo + partition ? int64_t(tr.hi) : lo + partition));
+    const int32_t hi =
+        static_cast<int32_t>((tr.hi < lo + partition ? int64_t(tr.hi) : lo + partition));
 
     const T* qkv = static_cast<const T*>(a.qkv);
     const T* kp = static_cast<const T*>(a.k_pool);
@@ -289,8 +290,7 @@ constexpr int kPfKeys = 64;
 
 // grid (num_prefill_tiles, H), 128 threads. Each warp owns 16 query rows of the 64-row tile.
 template <typename T, int D>
-__global__ void __launch_bounds__(kPfWarps * 32)
-    prefill_kernel(AttnLaunch a, DevMeta m) {
+__global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, DevMeta m) {
     constexpr int LDS = D + 8;  // padded smem row (conflict-free fragment loads)
     __shared__ __align__(16) uint16_t k_s[kPfKeys * LDS];
     __shared__ __align__(16) uint16_t v_s[kPfKeys * LDS];
@@ -424,8 +424,8 @@ __global__ void __launch_bounds__(kPfWarps * 32)
 #pragma unroll
             for (int nd = 0; nd < D / 8; ++nd) {
                 int col = nd * 8 + gq;
-                uint32_t b0 = static_cast<uint32_t>(vr0[col]) |
-                              (static_cast<uint32_t>(vr0[LDS + col]) << 16);
+                uint32_t b0 =
+                    static_cast<uint32_t>(vr0[col]) | (static_cast<uint32_t>(vr0[LDS + col]) << 16);
                 uint32_t b1 = static_cast<uint32_t>(vr0[8 * LDS + col]) |
                               (static_cast<uint32_t>(vr0[9 * LDS + col]) << 16);
                 Op::mma(o[nd], pa, b0, b1);
@@ -490,8 +490,8 @@ size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t sp
     return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
 }
 
-int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx,
-                             int num_sms, int64_t* partition) {
+int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx, int num_sms,
+                             int64_t* partition) {
     const int64_t G = H / KVH;
     const int64_t base = n_tokens * KVH * ((G + kGMax - 1) / kGMax);
     int64_t part = 512;
@@ -511,7 +511,9 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
         launch_splitk_d<__half>(a, m, n_tokens, splits, partition, work, st);
 }
 
-bool prefill_supported(int64_t D) { return D == 64 || D == 128; }
+bool prefill_supported(int64_t D) {
+    return D == 64 || D == 128;
+}
 
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;

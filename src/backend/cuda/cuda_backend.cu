@@ -20,10 +20,14 @@ namespace {
 
 cudaDataType_t cuda_type(DType dt) {
     switch (dt) {
-        case DType::BF16: return CUDA_R_16BF;
-        case DType::F16: return CUDA_R_16F;
-        case DType::F32: return CUDA_R_32F;
-        default: fail("CUDA backend: no cuBLAS type for dtype {}", dtype_name(dt));
+        case DType::BF16:
+            return CUDA_R_16BF;
+        case DType::F16:
+            return CUDA_R_16F;
+        case DType::F32:
+            return CUDA_R_32F;
+        default:
+            fail("CUDA backend: no cuBLAS type for dtype {}", dtype_name(dt));
     }
 }
 
@@ -40,7 +44,7 @@ unsigned alignment_of(const void* p) {
 // on the host while work may still be queued; all our work is on one stream, so reuse by a
 // later launch on that stream is ordered after it).
 class CachingAllocator {
-public:
+  public:
     ~CachingAllocator() {
         for (auto& [size, list] : free_)
             for (void* p : list) cudaFree(p);
@@ -77,7 +81,7 @@ public:
         free_.clear();
     }
 
-private:
+  private:
     static size_t round(size_t b) {
         if (b <= 4096) return 4096;
         // power-of-two classes with 4 steps each (<= 19% waste)
@@ -111,23 +115,23 @@ constexpr size_t kStageBytes = 16u << 20;  // per pinned staging buffer (two of 
 
 // out[T,N] = x[T,K] @ W[N,K]^T (+bias) through cuBLASLt. Column-major view: C(N x T) =
 // W^T(N x K, from K x N col-major) * x(K x T).
-std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, int64_t N,
-                                     int64_t K, bool bias, unsigned align_a, unsigned align_b,
+std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, int64_t N, int64_t K,
+                                     bool bias, unsigned align_a, unsigned align_b,
                                      unsigned align_c, size_t workspace) {
     auto plan = std::make_unique<LtPlan>();
     cudaDataType_t ct = cuda_type(dt);
     FS_CUBLAS(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
-                                             sizeof(ta)));
-    FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
-                                             sizeof(tb)));
+    FS_CUBLAS(
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    FS_CUBLAS(
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
     if (bias) {
         cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
         FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
                                                  sizeof(ep)));
-        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                 &ct, sizeof(ct)));
+        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ct,
+                                                 sizeof(ct)));
     }
     FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->a, ct, K, N, K));
     FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->b, ct, K, T, K));
@@ -137,21 +141,21 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, in
     std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
                     decltype(&cublasLtMatmulPreferenceDestroy)>
         pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
-    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                   &workspace, sizeof(workspace)));
     uint32_t al[3] = {align_a, align_b, align_c};
-    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof(uint32_t)));
-    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof(uint32_t)));
-    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof(uint32_t)));
-    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                   &al[0], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                   &al[1], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                   &al[2], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                   &al[2], sizeof(uint32_t)));
     cublasLtMatmulHeuristicResult_t res{};
     int n = 0;
-    FS_CUBLAS(cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c,
-                                             pref, 1, &res, &n));
+    FS_CUBLAS(cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
+                                             1, &res, &n));
     FS_CHECK(n > 0, "cuBLASLt found no algorithm for a {}x{}x{} {} matmul", T, N, K,
              dtype_name(dt));
     plan->algo = res.algo;
@@ -161,8 +165,8 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, in
 void lt_run(cublasLtHandle_t h, LtPlan& plan, const void* x, const void* w, const void* bias,
             void* out, void* ws, size_t ws_bytes, cudaStream_t st) {
     if (bias)
-        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                 &bias, sizeof(bias)));
+        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                 sizeof(bias)));
     const float alpha = 1.0f, beta = 0.0f;
     FS_CUBLAS(cublasLtMatmul(h, plan.op, &alpha, w, plan.a, x, plan.b, &beta, out, plan.c, out,
                              plan.c, &plan.algo, ws, ws_bytes, st));
@@ -173,7 +177,7 @@ struct DevSeqCheck {
 };
 
 class CudaBackend final : public Backend {
-public:
+  public:
     CudaBackend(int device, DType act) : device_(device), act_(act) {
         FS_CHECK(act == DType::BF16 || act == DType::F16,
                  "CUDA backend: activation dtype must be bf16 or f16, got {}", dtype_name(act));
@@ -227,17 +231,15 @@ public:
     }
 
     Tensor load_weight(const TensorInfo& src, DType dtype, int64_t rows, int64_t cols) override {
-        FS_CHECK(src.numel() == rows * cols,
-                 "tensor '{}' in {} has {} elements, expected [{}, {}]", src.name, src.file,
-                 src.numel(), rows, cols);
+        FS_CHECK(src.numel() == rows * cols, "tensor '{}' in {} has {} elements, expected [{}, {}]",
+                 src.name, src.file, src.numel(), rows, cols);
         Tensor t = alloc_weight(dtype, rows, cols);
         upload(src, dtype, t.data);
         return t;
     }
 
     Tensor load_concat(const std::vector<const TensorInfo*>& parts,
-                       const std::vector<int64_t>& part_rows, DType dtype,
-                       int64_t cols) override {
+                       const std::vector<int64_t>& part_rows, DType dtype, int64_t cols) override {
         FS_CHECK(parts.size() == part_rows.size(), "load_concat: {} parts but {} row counts",
                  parts.size(), part_rows.size());
         int64_t rows = 0;
@@ -304,7 +306,7 @@ public:
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     void synchronize() override { FS_CUDA(cudaStreamSynchronize(stream_->get())); }
 
-private:
+  private:
     Tensor alloc_weight(DType dtype, int64_t rows, int64_t cols) {
         FS_CHECK(dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32,
                  "CUDA backend: weights can be stored as bf16, f16 or f32, not {}",
@@ -322,8 +324,8 @@ private:
     // Streams src (host) into dst (device, `dtype`) through two pinned staging buffers.
     void upload(const TensorInfo& src, DType dtype, void* dst) {
         FS_CHECK(src.dtype == DType::F32 || src.dtype == DType::F16 || src.dtype == DType::BF16,
-                 "tensor '{}' in {}: dtype {} cannot be loaded (need f32, f16 or bf16)",
-                 src.name, src.file, dtype_name(src.dtype));
+                 "tensor '{}' in {}: dtype {} cannot be loaded (need f32, f16 or bf16)", src.name,
+                 src.file, dtype_name(src.dtype));
         FS_CHECK(src.data != nullptr, "tensor '{}' has no data", src.name);
         const size_t n = static_cast<size_t>(src.numel());
         const size_t in_sz = dtype_size(src.dtype), out_sz = dtype_size(dtype);
@@ -350,8 +352,8 @@ private:
     }
 
     void check_act(const Tensor& t, const char* what) const {
-        FS_CHECK(t.dtype == act_, "{}: tensor dtype {} differs from the activation dtype {}",
-                 what, dtype_name(t.dtype), dtype_name(act_));
+        FS_CHECK(t.dtype == act_, "{}: tensor dtype {} differs from the activation dtype {}", what,
+                 dtype_name(t.dtype), dtype_name(act_));
     }
     void need_meta(const char* what) const {
         FS_CHECK(have_meta_, "{}: begin_forward() must be called first", what);
@@ -409,9 +411,8 @@ void CudaBackend::begin_forward(const BatchMeta& meta) {
         FS_CHECK(q.rope_variant >= 0 && q.rope_variant < static_cast<int32_t>(meta.rope.size()),
                  "begin_forward: sequence {} uses rope variant {} of {}", s, q.rope_variant,
                  meta.rope.size());
-        FS_CHECK(q.block_table_offset >= 0 &&
-                     q.block_table_offset + q.n_blocks <=
-                         static_cast<int32_t>(meta.block_tables.size()),
+        FS_CHECK(q.block_table_offset >= 0 && q.block_table_offset + q.n_blocks <=
+                                                  static_cast<int32_t>(meta.block_tables.size()),
                  "begin_forward: sequence {} block table out of range", s);
         for (int32_t j = 0; j < q.q_len; ++j) token_seq[q.q_start + j] = static_cast<int32_t>(s);
         covered += q.q_len;
@@ -528,16 +529,16 @@ void CudaBackend::embedding(const Tensor& table, Tensor& out) {
         FS_CHECK(meta_.tokens[t] >= 0 && meta_.tokens[t] < table.rows,
                  "embedding: token id {} outside the vocabulary of {}", meta_.tokens[t],
                  table.rows);
-    launch_embedding(act_, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T,
-                     out.data, stream_->get());
+    launch_embedding(act_, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T, out.data,
+                     stream_->get());
 }
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
     check_act(x, "rmsnorm");
     check_act(out, "rmsnorm");
     FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols,
-             "rmsnorm: shapes x [{}, {}], w {} elements, out [{}, {}]", x.rows, x.cols,
-             w.numel(), out.rows, out.cols);
+             "rmsnorm: shapes x [{}, {}], w {} elements, out [{}, {}]", x.rows, x.cols, w.numel(),
+             out.rows, out.cols);
     launch_rmsnorm(act_, w.dtype, x.data, w.data, eps, out.data, nullptr, x.rows, x.cols,
                    stream_->get());
 }
@@ -549,8 +550,8 @@ void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w
     check_act(out, "add_rmsnorm");
     FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols &&
                  residual.rows == x.rows && residual.cols == x.cols,
-             "add_rmsnorm: shapes residual [{}, {}], x [{}, {}], w {}, out [{}, {}]",
-             residual.rows, residual.cols, x.rows, x.cols, w.numel(), out.rows, out.cols);
+             "add_rmsnorm: shapes residual [{}, {}], x [{}, {}], w {}, out [{}, {}]", residual.rows,
+             residual.cols, x.rows, x.cols, w.numel(), out.rows, out.cols);
     launch_rmsnorm(act_, w.dtype, x.data, w.data, eps, out.data, residual.data, x.rows, x.cols,
                    stream_->get());
 }
@@ -572,10 +573,11 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                  dtype_name(b->dtype), N, dtype_name(act_));
     if (T == 0) return;
     cudaStream_t st = stream_->get();
-    const bool gemv_ok = gemv_mode_ != 0 && gemv_supported(T, N, K) &&
-                         alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
-    PlanKey key{static_cast<int>(act_), T, N, K, b != nullptr, alignment_of(w.data),
-                alignment_of(x.data), alignment_of(out.data)};
+    const bool gemv_ok = gemv_mode_ != 0 && gemv_supported(T, N, K) && alignment_of(x.data) >= 16 &&
+                         alignment_of(w.data) >= 16;
+    PlanKey key{
+        static_cast<int>(act_), T, N, K, b != nullptr, alignment_of(w.data), alignment_of(x.data),
+        alignment_of(out.data)};
     auto it = plans_.find(key);
     if (it == plans_.end()) {
         auto plan = make_lt_plan(lt_->get(), act_, T, N, K, b != nullptr, std::get<5>(key),
@@ -624,8 +626,7 @@ void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
              "rope: qkv is [{}, {}], expected [{}, {}]", qkv.rows, qkv.cols, T,
              (p.num_heads + 2 * p.num_kv_heads) * p.head_dim);
     FS_CHECK(p.rotary_dim % 2 == 0 && p.rotary_dim <= p.head_dim && p.rotary_dim > 0,
-             "rope: rotary_dim {} must be even and within head_dim {}", p.rotary_dim,
-             p.head_dim);
+             "rope: rotary_dim {} must be even and within head_dim {}", p.rotary_dim, p.head_dim);
     const int64_t half = p.rotary_dim / 2;
     FS_CHECK(T == 0 || !meta_.seqs.empty(), "rope: the batch has tokens but no sequences");
     for (size_t v = 0; v < meta_.rope.size(); ++v)
@@ -642,8 +643,7 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
     check_act(out, "attention");
     const KVLayout& L = kv_layout_;
     FS_CHECK(kv_.get() != nullptr, "attention: init_kv() was not called");
-    FS_CHECK(layer >= 0 && layer < L.num_layers, "attention: layer {} of {}", layer,
-             L.num_layers);
+    FS_CHECK(layer >= 0 && layer < L.num_layers, "attention: layer {} of {}", layer, L.num_layers);
     FS_CHECK(p.num_kv_heads == L.num_kv_heads && p.head_dim == L.head_dim,
              "attention: layer geometry ({} kv heads, head_dim {}) differs from the KV cache "
              "({} kv heads, head_dim {})",
@@ -671,25 +671,23 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
     char* vbase = kbase + pool_elems * dtype_size(act_);
     launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
                     dm_.slot_mapping, kbase, vbase, st);
-    AttnLaunch a{act_,         qkv.data,    qkv.cols, kbase,   vbase,    p.num_heads,
-                 p.num_kv_heads, p.head_dim, L.block_size, p.window, p.scale, out.data,
-                 out.cols};
+    AttnLaunch a{act_,       qkv.data,     qkv.cols, kbase,   vbase,    p.num_heads, p.num_kv_heads,
+                 p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
     if (dm_.num_decode_tokens > 0) {
         int64_t ctx = max_decode_ctx_;
         if (p.window > 0) ctx = std::min<int64_t>(ctx, p.window);
         int64_t partition = 0;
-        int64_t splits = splitk_choose_splits(dm_.num_decode_tokens, p.num_heads,
-                                              p.num_kv_heads, ctx, props_.multiProcessorCount,
-                                              &partition);
-        size_t need = splitk_workspace_bytes(dm_.num_decode_tokens, p.num_heads, p.head_dim,
-                                             splits);
+        int64_t splits = splitk_choose_splits(dm_.num_decode_tokens, p.num_heads, p.num_kv_heads,
+                                              ctx, props_.multiProcessorCount, &partition);
+        size_t need =
+            splitk_workspace_bytes(dm_.num_decode_tokens, p.num_heads, p.head_dim, splits);
         if (attn_ws_.size() < need) {
             FS_CUDA(cudaStreamSynchronize(st));
             attn_ws_.ensure(need);
         }
-        launch_attention_splitk(a, dm_, dm_.num_decode_tokens, splits, partition,
-                                attn_ws_.get(), st);
+        launch_attention_splitk(a, dm_, dm_.num_decode_tokens, splits, partition, attn_ws_.get(),
+                                st);
     }
 }
 

@@ -22,31 +22,31 @@ namespace farsight::cuda {
          cublasLtGetStatusString(s), what, file, line);
 }
 
-#define FS_CUDA(call)                                                                    \
-    do {                                                                                 \
-        cudaError_t fs_err_ = (call);                                                    \
-        if (fs_err_ != cudaSuccess) ::farsight::cuda::cuda_fail(fs_err_, #call, __FILE__, \
-                                                                __LINE__);               \
+#define FS_CUDA(call)                                                        \
+    do {                                                                     \
+        cudaError_t fs_err_ = (call);                                        \
+        if (fs_err_ != cudaSuccess)                                          \
+            ::farsight::cuda::cuda_fail(fs_err_, #call, __FILE__, __LINE__); \
     } while (0)
 
-#define FS_CUBLAS(call)                                                                     \
-    do {                                                                                    \
-        cublasStatus_t fs_st_ = (call);                                                     \
-        if (fs_st_ != CUBLAS_STATUS_SUCCESS)                                                \
-            ::farsight::cuda::cublas_fail(fs_st_, #call, __FILE__, __LINE__);               \
+#define FS_CUBLAS(call)                                                       \
+    do {                                                                      \
+        cublasStatus_t fs_st_ = (call);                                       \
+        if (fs_st_ != CUBLAS_STATUS_SUCCESS)                                  \
+            ::farsight::cuda::cublas_fail(fs_st_, #call, __FILE__, __LINE__); \
     } while (0)
 
 // After a kernel launch: catches bad launch configurations immediately.
-#define FS_CUDA_LAUNCH(what)                                                               \
-    do {                                                                                   \
-        cudaError_t fs_err_ = cudaGetLastError();                                          \
-        if (fs_err_ != cudaSuccess) ::farsight::cuda::cuda_fail(fs_err_, what, __FILE__,   \
-                                                                __LINE__);                 \
+#define FS_CUDA_LAUNCH(what)                                                \
+    do {                                                                    \
+        cudaError_t fs_err_ = cudaGetLastError();                           \
+        if (fs_err_ != cudaSuccess)                                         \
+            ::farsight::cuda::cuda_fail(fs_err_, what, __FILE__, __LINE__); \
     } while (0)
 
 // Unique owner of a device allocation.
 class DeviceBuffer {
-public:
+  public:
     DeviceBuffer() = default;
     explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
         if (bytes) FS_CUDA(cudaMalloc(&ptr_, bytes));
@@ -80,14 +80,14 @@ public:
     }
     size_t size() const { return bytes_; }
 
-private:
+  private:
     void* ptr_ = nullptr;
     size_t bytes_ = 0;
 };
 
 // Unique owner of page-locked host memory.
 class PinnedBuffer {
-public:
+  public:
     PinnedBuffer() = default;
     explicit PinnedBuffer(size_t bytes) : bytes_(bytes) {
         if (bytes) FS_CUDA(cudaMallocHost(&ptr_, bytes));
@@ -120,13 +120,13 @@ public:
     }
     size_t size() const { return bytes_; }
 
-private:
+  private:
     void* ptr_ = nullptr;
     size_t bytes_ = 0;
 };
 
 class Stream {
-public:
+  public:
     Stream() { FS_CUDA(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
     ~Stream() {
         if (s_) cudaStreamDestroy(s_);
@@ -135,12 +135,12 @@ public:
     Stream& operator=(const Stream&) = delete;
     cudaStream_t get() const { return s_; }
 
-private:
+  private:
     cudaStream_t s_ = nullptr;
 };
 
 class Event {
-public:
+  public:
     explicit Event(unsigned flags = cudaEventDefault) {
         FS_CUDA(cudaEventCreateWithFlags(&e_, flags));
     }
@@ -151,12 +151,12 @@ public:
     Event& operator=(const Event&) = delete;
     cudaEvent_t get() const { return e_; }
 
-private:
+  private:
     cudaEvent_t e_ = nullptr;
 };
 
 class LtHandle {
-public:
+  public:
     LtHandle() { FS_CUBLAS(cublasLtCreate(&h_)); }
     ~LtHandle() {
         if (h_) cublasLtDestroy(h_);
@@ -165,14 +165,20 @@ public:
     LtHandle& operator=(const LtHandle&) = delete;
     cublasLtHandle_t get() const { return h_; }
 
-private:
+  private:
     cublasLtHandle_t h_ = nullptr;
 };
 
 // ---- element conversions usable in kernels ----
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(float x) {
+    return x;
+}
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) {
+    return __bfloat162float(x);
+}
+__device__ __forceinline__ float to_f(__half x) {
+    return __half2float(x);
+}
 template <typename T>
 __device__ __forceinline__ T from_f(float x);
 template <>
@@ -193,6 +199,8 @@ __device__ __forceinline__ float round_to(float x) {
     return to_f(from_f<T>(x));
 }
 
-inline unsigned ceil_div(size_t a, size_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+inline unsigned ceil_div(size_t a, size_t b) {
+    return static_cast<unsigned>((a + b - 1) / b);
+}
 
 }  // namespace farsight::cuda

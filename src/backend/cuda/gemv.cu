@@ -29,11 +29,9 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
 
 // Block: kWarps warps; rows_per_block = kWarps / ksplit rows, ksplit warps per row.
 template <typename T, int TT>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const T* __restrict__ x,
-                                                        const T* __restrict__ w,
-                                                        const T* __restrict__ bias,
-                                                        T* __restrict__ out, int N, int K,
-                                                        int ksplit) {
+__global__ void __launch_bounds__(kThreads)
+    gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                T* __restrict__ out, int N, int K, int ksplit) {
     __shared__ float red[kWarps][TT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int rows_per_block = kWarps / ksplit;
@@ -103,8 +101,7 @@ void launch_tt(const void* x, const void* w, const void* bias, void* out, int64_
     }
     int ksplit = 1;
     const int64_t chunks = K / 8;
-    while (ksplit < kWarps && (N * ksplit) / (kWarps) < 2 * num_sms &&
-           chunks >= 32 * 2 * ksplit)
+    while (ksplit < kWarps && (N * ksplit) / (kWarps) < 2 * num_sms && chunks >= 32 * 2 * ksplit)
         ksplit *= 2;
     const int rows_per_block = kWarps / ksplit;
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
@@ -117,8 +114,7 @@ void launch_tt(const void* x, const void* w, const void* bias, void* out, int64_
 }  // namespace
 
 bool gemv_supported(int64_t T, int64_t N, int64_t K) {
-    return T >= 1 && T <= 16 && K % 8 == 0 && K > 0 && N > 0 && N < (1ll << 31) &&
-           K < (1ll << 31);
+    return T >= 1 && T <= 16 && K % 8 == 0 && K > 0 && N > 0 && N < (1ll << 31) && K < (1ll << 31);
 }
 
 void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,

@@ -9,20 +9,32 @@ namespace {
 template <typename F>
 void dispatch_act(DType dt, F&& f) {
     switch (dt) {
-        case DType::BF16: f(__nv_bfloat16{}); break;
-        case DType::F16: f(__half{}); break;
-        default: fail("CUDA backend: activation dtype {} is not supported (use bf16 or f16)",
-                      dtype_name(dt));
+        case DType::BF16:
+            f(__nv_bfloat16{});
+            break;
+        case DType::F16:
+            f(__half{});
+            break;
+        default:
+            fail("CUDA backend: activation dtype {} is not supported (use bf16 or f16)",
+                 dtype_name(dt));
     }
 }
 template <typename F>
 void dispatch_any(DType dt, F&& f) {
     switch (dt) {
-        case DType::BF16: f(__nv_bfloat16{}); break;
-        case DType::F16: f(__half{}); break;
-        case DType::F32: f(float{}); break;
-        default: fail("CUDA backend: dtype {} is not supported here (use f32, f16 or bf16)",
-                      dtype_name(dt));
+        case DType::BF16:
+            f(__nv_bfloat16{});
+            break;
+        case DType::F16:
+            f(__half{});
+            break;
+        case DType::F32:
+            f(float{});
+            break;
+        default:
+            fail("CUDA backend: dtype {} is not supported here (use f32, f16 or bf16)",
+                 dtype_name(dt));
     }
 }
 
@@ -208,8 +220,8 @@ void launch_fill_random(DType dt, void* dst, size_t n, uint64_t seed, float scal
     if (n == 0) return;
     dispatch_any(dt, [&](auto z) {
         using T = decltype(z);
-        fill_random_kernel<T><<<grid_for(n, 256), 256, 0, st>>>(static_cast<T*>(dst), n, seed,
-                                                                scale);
+        fill_random_kernel<T>
+            <<<grid_for(n, 256), 256, 0, st>>>(static_cast<T*>(dst), n, seed, scale);
     });
     FS_CUDA_LAUNCH("fill_random_kernel");
 }
@@ -244,8 +256,8 @@ void launch_rmsnorm(DType dt, DType w_dt, const void* x, const void* w, float ep
     FS_CUDA_LAUNCH("rmsnorm_kernel");
 }
 
-void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads,
-                 int64_t head_dim, int64_t half, const DevMeta& m, cudaStream_t st) {
+void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads, int64_t head_dim,
+                 int64_t half, const DevMeta& m, cudaStream_t st) {
     if (T == 0 || half == 0) return;
     int64_t work = n_rot_heads * half;
     int threads = work >= 512 ? 512 : (work >= 128 ? 128 : 32);
@@ -269,8 +281,8 @@ void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_
     FS_CUDA_LAUNCH("silu_mul_kernel");
 }
 
-void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, int64_t n,
-                        void* out, cudaStream_t st) {
+void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, int64_t n, void* out,
+                        cudaStream_t st) {
     if (n == 0) return;
     gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(
         static_cast<const char*>(x), row_bytes, rows, static_cast<char*>(out));
@@ -278,8 +290,7 @@ void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, in
 }
 
 void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H, int64_t KVH,
-                     int64_t D, const int32_t* slots, void* k_pool, void* v_pool,
-                     cudaStream_t st) {
+                     int64_t D, const int32_t* slots, void* k_pool, void* v_pool, cudaStream_t st) {
     if (T == 0) return;
     dispatch_act(dt, [&](auto a) {
         using A = decltype(a);
