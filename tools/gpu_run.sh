@@ -77,6 +77,10 @@ for f in test_gpu memcheck; do
     grep -A3 ": Failure" "$log" | cut -c1-200 | head -48 || true
     grep -E "ERROR SUMMARY|Invalid|out of bounds" "$log" | head -10 || true
 done
+if [ -f "$LOG_DIR/test_gpu.log" ] && grep -q "^\[  PASSED  \] 0 tests" "$LOG_DIR/test_gpu.log"; then
+    echo "no GPU test ran (no CUDA device visible?)"
+    overall=1
+fi
 if [ -f "$LOG_DIR/test_gpu.log" ]; then
     echo "--- benchmarks"
     grep -E "^BENCH" "$LOG_DIR/test_gpu.log" || echo "(none)"
