@@ -1,0 +1,537 @@
+// Attention over the paged KV cache.
+//  * split-K flash-decoding: one block per (query token, kv head, group of up to 8 q heads,
+//    key partition); partial softmax states are merged by a second kernel. Used for q_len == 1
+//    (decode) and short chunks; correct for any batch (each token is its own query).
+//  * prefill: FlashAttention-2 style tiles of 64 queries x 64 keys of one head on tensor cores
+//    (mma.sync m16n8k16, fp32 accumulate, online softmax in fp32), K/V gathered from the paged
+//    cache, causal + sliding window, variable-length batches with n_past (chunked prefill).
+#include <cfloat>
+
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/kernels.cuh"
+
+namespace farsight::cuda {
+namespace {
+
+constexpr int kGMax = 8;     // q heads per split-K block
+constexpr int kSkWarps = 4;  // warps per split-K block
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+struct TokenRange {
+    int32_t seq, p, lo, hi;  // query position p; visible keys [lo, hi)
+};
+__device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, int64_t window) {
+    TokenRange r;
+    r.seq = m.token_seq[t];
+    const SeqSlice& s = m.seqs[r.seq];
+    r.p = s.n_past + (t - s.q_start);
+    r.hi = r.p + 1;
+    r.lo = window > 0 ? max(0, r.hi - static_cast<int32_t>(window)) : 0;
+    return r;
+}
+
+__device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, int32_t i, int64_t bs,
+                                         int64_t KVH, int64_t kvh) {
+    int32_t blk = m.block_tables[s.block_table_offset + i / bs];
+    return ((static_cast<size_t>(blk) * bs + i % bs) * KVH + kvh);
+}
+
+// This lane's DPL consecutive elements [lane*DPL, lane*DPL + DPL) of a row of D (zeros past D);
+// one vector load when the row is exactly 32*DPL long.
+template <typename T, int DPL>
+__device__ __forceinline__ void load_lane(const T* row, int lane, int64_t D, float (&out)[DPL]) {
+    if (D == 32 * DPL && DPL >= 2) {
+        constexpr int BYTES = DPL * static_cast<int>(sizeof(T));
+        const char* p = reinterpret_cast<const char*>(row + lane * DPL);
+        alignas(16) T tmp[DPL];
+        if constexpr (BYTES == 16) {
+            *reinterpret_cast<uint4*>(tmp) = *reinterpret_cast<const uint4*>(p);
+        } else if constexpr (BYTES == 8) {
+            *reinterpret_cast<uint2*>(tmp) = *reinterpret_cast<const uint2*>(p);
+        } else if constexpr (BYTES == 4) {
+            *reinterpret_cast<uint32_t*>(tmp) = *reinterpret_cast<const uint32_t*>(p);
+        } else {
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) tmp[e] = row[lane * DPL + e];
+        }
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) out[e] = to_f(tmp[e]);
+    } else {
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) {
+            int64_t d = lane * DPL + e;
+            out[e] = d < D ? to_f(row[d]) : 0.0f;
+        }
+    }
+}
+
+// grid (splits, KVH * qgroups, n_tokens), kSkWarps*32 threads. DPL: head dims per lane.
+template <typename T, int DPL>
+__global__ void __launch_bounds__(kSkWarps * 32)
+    splitk_kernel(AttnLaunch a, DevMeta m, int64_t partition, int64_t splits, float* ml,
+                  float* accw) {
+    constexpr int DMAX = DPL * 32;
+    __shared__ float q_s[kGMax][DMAX];
+    __shared__ float p_s[kSkWarps][kGMax][32];
+    __shared__ float acc_s[kSkWarps][kGMax][DMAX];
+    __shared__ float m_s[kSkWarps][kGMax], l_s[kSkWarps][kGMax];
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t D = a.D, G = a.H / a.KVH;
+    const int64_t qgroups = (G + kGMax - 1) / kGMax;
+    const int64_t kvh = blockIdx.y / qgroups;
+    const int64_t g0 = (blockIdx.y % qgroups) * kGMax;
+    const int ng = static_cast<int>((G - g0 < kGMax ? G - g0 : int64_t(kGMax)));
+    const int64_t tok_idx = blockIdx.z;
+    const int32_t t = m.decode_tokens[tok_idx];
+    const int64_t split = blockIdx.x;
+    const TokenRange tr = token_range(m, t, a.window);
+    const SeqSlice& seq = m.seqs[tr.seq];
+    const int32_t lo = static_cast<int32_t>(tr.lo + split * partition);
+    const int32_t hi =
+        static_cast<int32_t>((tr.hi < lo + partition ? int64_t(tr.hi) : lo + partition));
+
+    const T* qkv = static_cast<const T*>(a.qkv);
+    const T* kp = static_cast<const T*>(a.k_pool);
+    const T* vp = static_cast<const T*>(a.v_pool);
+
+    for (int idx = threadIdx.x; idx < kGMax * DMAX; idx += blockDim.x) {
+        int g = idx / DMAX, d = idx % DMAX;
+        float v = 0.0f;
+        if (g < ng && d < D) {
+            int64_t h = kvh * G + g0 + g;
+            v = to_f(qkv[t * a.ld + h * D + d]) * a.scale;
+        }
+        q_s[g][d] = v;
+    }
+    __syncthreads();
+
+    float mw[kGMax], lw[kGMax], acc[kGMax][DPL];
+#pragma unroll
+    for (int g = 0; g < kGMax; ++g) {
+        mw[g] = -INFINITY;
+        lw[g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DPL; ++j) acc[g][j] = 0.0f;
+    }
+
+    for (int32_t base = lo + warp * 32; base < hi; base += kSkWarps * 32) {
+        const int32_t i = base + lane;
+        const bool valid = i < hi;
+        float sc[kGMax];
+#pragma unroll
+        for (int g = 0; g < kGMax; ++g) sc[g] = 0.0f;
+        if (valid) {
+            const T* k = kp + kv_row(m, seq, i, a.block_size, a.KVH, kvh) * D;
+            if (D % 8 == 0) {
+                for (int64_t d0 = 0; d0 < D; d0 += 8) {
+                    uint4 raw = *reinterpret_cast<const uint4*>(k + d0);
+                    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) {
+                        float kv = to_f(e[j]);
+#pragma unroll
+                        for (int g = 0; g < kGMax; ++g) sc[g] = fmaf(q_s[g][d0 + j], kv, sc[g]);
+                    }
+                }
+            } else {
+                for (int64_t d = 0; d < D; ++d) {
+                    float kv = to_f(k[d]);
+#pragma unroll
+                    for (int g = 0; g < kGMax; ++g) sc[g] = fmaf(q_s[g][d], kv, sc[g]);
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < kGMax; ++g) {
+            if (g >= ng) break;
+            float s = valid ? sc[g] : -INFINITY;
+            float mnew = fmaxf(mw[g], warp_max(s));  // finite: lane 0's key is always valid
+            float p = valid ? __expf(s - mnew) : 0.0f;
+            float alpha = __expf(mw[g] - mnew);
+            lw[g] = lw[g] * alpha + warp_sum(p);
+            mw[g] = mnew;
+#pragma unroll
+            for (int j = 0; j < DPL; ++j) acc[g][j] *= alpha;
+            p_s[warp][g][lane] = p;
+        }
+        __syncwarp();
+        const int nk = min(32, hi - base);
+        constexpr int U = 4;  // V rows in flight per lane
+        for (int j0 = 0; j0 < nk; j0 += U) {
+            float vv[U][DPL];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                if (j0 + u < nk) {
+                    const T* v = vp + kv_row(m, seq, base + j0 + u, a.block_size, a.KVH, kvh) * D;
+                    load_lane<T, DPL>(v, lane, D, vv[u]);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < DPL; ++e) vv[u][e] = 0.0f;
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < kGMax; ++g) {
+                if (g >= ng) break;
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    float p = j0 + u < nk ? p_s[warp][g][j0 + u] : 0.0f;
+#pragma unroll
+                    for (int e = 0; e < DPL; ++e) acc[g][e] = fmaf(p, vv[u][e], acc[g][e]);
+                }
+            }
+        }
+        __syncwarp();
+    }
+
+    // merge the warps of this block
+#pragma unroll
+    for (int g = 0; g < kGMax; ++g) {
+        if (lane == 0) {
+            m_s[warp][g] = mw[g];
+            l_s[warp][g] = lw[g];
+        }
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) acc_s[warp][g][lane * DPL + e] = acc[g][e];
+    }
+    __syncthreads();
+    const int64_t H = a.H;
+    for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
+        int g = idx / static_cast<int>(D + 1), d = idx % static_cast<int>(D + 1);
+        float M = -INFINITY;
+        for (int w = 0; w < kSkWarps; ++w) M = fmaxf(M, m_s[w][g]);
+        int64_t h = kvh * G + g0 + g;
+        size_t part = (static_cast<size_t>(tok_idx) * H + h) * splits + split;
+        if (d == D) {  // the (m, l) pair
+            float L = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kSkWarps; ++w) L += l_s[w][g] * __expf(m_s[w][g] - M);
+            ml[part * 2] = M;
+            ml[part * 2 + 1] = L;
+        } else {
+            float A = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kSkWarps; ++w) A += acc_s[w][g][d] * __expf(m_s[w][g] - M);
+            accw[part * D + d] = A;
+        }
+    }
+}
+
+// grid (n_tokens, H): merge the partitions of each (token, head).
+template <typename T>
+__global__ void splitk_reduce_kernel(AttnLaunch a, DevMeta m, int64_t splits, const float* ml,
+                                     const float* accw) {
+    const int64_t tok_idx = blockIdx.x, h = blockIdx.y, D = a.D;
+    const int32_t t = m.decode_tokens[tok_idx];
+    const size_t part0 = (static_cast<size_t>(tok_idx) * a.H + h) * splits;
+    float M = -INFINITY;
+    for (int64_t s = 0; s < splits; ++s) M = fmaxf(M, ml[(part0 + s) * 2]);
+    float L = 0.0f;
+    if (M != -INFINITY)
+        for (int64_t s = 0; s < splits; ++s) {
+            float ms = ml[(part0 + s) * 2];
+            if (ms != -INFINITY) L += ml[(part0 + s) * 2 + 1] * __expf(ms - M);
+        }
+    T* out = static_cast<T*>(a.out) + t * a.out_ld + h * D;
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float A = 0.0f;
+        for (int64_t s = 0; s < splits; ++s) {
+            float ms = ml[(part0 + s) * 2];
+            if (ms != -INFINITY) A += accw[(part0 + s) * D + d] * __expf(ms - M);
+        }
+        out[d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
+    }
+}
+
+// ---------------------------------------------------------------- tensor-core prefill
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__nv_bfloat16> {
+    static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t*>(&v);
+    }
+};
+template <>
+struct MmaOp<__half> {
+    static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t*>(&v);
+    }
+};
+
+constexpr int kPfWarps = 4;
+constexpr int kPfKeys = 64;
+
+// grid (num_prefill_tiles, H), 128 threads. Each warp owns 16 query rows of the 64-row tile.
+template <typename T, int D>
+__global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, DevMeta m) {
+    constexpr int LDS = D + 8;  // padded smem row (conflict-free fragment loads)
+    __shared__ __align__(16) uint16_t k_s[kPfKeys * LDS];
+    __shared__ __align__(16) uint16_t v_s[kPfKeys * LDS];
+    using Op = MmaOp<T>;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tig = lane % 4;
+    const int32_t sidx = m.prefill_tiles[2 * blockIdx.x];
+    const int32_t q0 = m.prefill_tiles[2 * blockIdx.x + 1];
+    const SeqSlice& seq = m.seqs[sidx];
+    const int64_t h = blockIdx.y;
+    const int64_t kvh = h / (a.H / a.KVH);
+
+    const int32_t q_last = min(q0 + kPrefillTileQ, seq.q_len) - 1;
+    const int32_t p_min = seq.n_past + q0, p_max = seq.n_past + q_last;
+    const int32_t hi = p_max + 1;
+    const int32_t lo = a.window > 0 ? max(0, p_min - static_cast<int32_t>(a.window) + 1) : 0;
+
+    // this thread's two query rows (relative to the sequence's first computed token)
+    const int32_t r0 = q0 + warp * 16 + gq, r1 = r0 + 8;
+    const bool v0 = r0 < seq.q_len, v1 = r1 < seq.q_len;
+    const int32_t pos0 = seq.n_past + r0, pos1 = seq.n_past + r1;
+
+    // Q fragments (A operand, row-major 16 x D per warp)
+    uint32_t qf[D / 16][4];
+    {
+        const uint16_t* qkv = static_cast<const uint16_t*>(a.qkv);
+        const uint16_t* q0p = qkv + (seq.q_start + r0) * a.ld + h * D;
+        const uint16_t* q1p = qkv + (seq.q_start + r1) * a.ld + h * D;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            int c = kc * 16 + tig * 2;
+            qf[kc][0] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c) : 0u;
+            qf[kc][1] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c) : 0u;
+            qf[kc][2] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c + 8) : 0u;
+            qf[kc][3] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c + 8) : 0u;
+        }
+    }
+    const float sl2 = a.scale * 1.4426950408889634f;  // softmax in base 2
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.0f, 0.0f};
+
+    const uint16_t* kpool = static_cast<const uint16_t*>(a.k_pool);
+    const uint16_t* vpool = static_cast<const uint16_t*>(a.v_pool);
+    constexpr int CH = D / 8;  // 16-byte chunks per row
+
+    for (int32_t kt = lo; kt < hi; kt += kPfKeys) {
+        __syncthreads();  // previous tile fully consumed
+        for (int idx = threadIdx.x; idx < kPfKeys * CH; idx += blockDim.x) {
+            int r = idx / CH, c = idx % CH;
+            int32_t i = kt + r;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (i < hi) {
+                size_t row = kv_row(m, seq, i, a.block_size, a.KVH, kvh) * D;
+                kv = *reinterpret_cast<const uint4*>(kpool + row + c * 8);
+                vv = *reinterpret_cast<const uint4*>(vpool + row + c * 8);
+            }
+            *reinterpret_cast<uint4*>(&k_s[r * LDS + c * 8]) = kv;
+            *reinterpret_cast<uint4*>(&v_s[r * LDS + c * 8]) = vv;
+        }
+        __syncthreads();
+
+        // S = Q K^T for this warp's 16 rows x 64 keys
+        float s[kPfKeys / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            const uint16_t* krow = &k_s[(nt * 8 + gq) * LDS];
+#pragma unroll
+            for (int kc = 0; kc < D / 16; ++kc) {
+                uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + kc * 16 + tig * 2);
+                uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + kc * 16 + 8 + tig * 2);
+                Op::mma(s[nt], qf[kc], b0, b1);
+            }
+        }
+        // mask + online softmax (rows r0: elements 0,1; r1: elements 2,3)
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                int32_t key = kt + nt * 8 + tig * 2 + (e & 1);
+                bool rv = e < 2 ? v0 : v1;
+                int32_t pos = e < 2 ? pos0 : pos1;
+                bool ok = rv && key <= pos && (a.window <= 0 || pos - key < a.window);
+                s[nt][e] = ok ? s[nt][e] * sl2 : -INFINITY;
+                mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+            }
+        }
+        float alpha[2], muse[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            float mnew = fmaxf(mr[r], mx[r]);
+            muse[r] = mnew == -INFINITY ? 0.0f : mnew;
+            alpha[r] = exp2f(mr[r] - muse[r]);  // 0 when mr was -inf
+            mr[r] = mnew;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float p = exp2f(s[nt][e] - muse[e / 2]);
+                s[nt][e] = p;
+                rs[e / 2] += p;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) {
+            o[nd][0] *= alpha[0];
+            o[nd][1] *= alpha[0];
+            o[nd][2] *= alpha[1];
+            o[nd][3] *= alpha[1];
+        }
+        // O += P V
+#pragma unroll
+        for (int kc = 0; kc < kPfKeys / 16; ++kc) {
+            uint32_t pa[4];
+            pa[0] = Op::pack(s[2 * kc][0], s[2 * kc][1]);
+            pa[1] = Op::pack(s[2 * kc][2], s[2 * kc][3]);
+            pa[2] = Op::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+            pa[3] = Op::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            const uint16_t* vr0 = &v_s[(kc * 16 + tig * 2) * LDS];
+#pragma unroll
+            for (int nd = 0; nd < D / 8; ++nd) {
+                int col = nd * 8 + gq;
+                uint32_t b0 =
+                    static_cast<uint32_t>(vr0[col]) | (static_cast<uint32_t>(vr0[LDS + col]) << 16);
+                uint32_t b1 = static_cast<uint32_t>(vr0[8 * LDS + col]) |
+                              (static_cast<uint32_t>(vr0[9 * LDS + col]) << 16);
+                Op::mma(o[nd], pa, b0, b1);
+            }
+        }
+    }
+
+    // finish: full row sums across the quad, normalise, store
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
+    }
+    T* out = static_cast<T*>(a.out);
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) {
+        int c = nd * 8 + tig * 2;
+        if (v0)
+            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r0) * a.out_ld + h * D + c) =
+                Op::pack(o[nd][0] * lr[0], o[nd][1] * lr[0]);
+        if (v1)
+            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r1) * a.out_ld + h * D + c) =
+                Op::pack(o[nd][2] * lr[1], o[nd][3] * lr[1]);
+    }
+}
+
+template <typename T, int DPL>
+void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                     int64_t partition, void* work, cudaStream_t st) {
+    const int64_t G = a.H / a.KVH;
+    const int64_t qgroups = (G + kGMax - 1) / kGMax;
+    float* ml = static_cast<float*>(work);
+    float* accw = ml + n_tokens * a.H * splits * 2;
+    dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
+              static_cast<unsigned>(n_tokens));
+    splitk_kernel<T, DPL><<<grid, kSkWarps * 32, 0, st>>>(a, m, partition, splits, ml, accw);
+    FS_CUDA_LAUNCH("splitk_kernel");
+    dim3 g2(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.H));
+    splitk_reduce_kernel<T><<<g2, a.D >= 128 ? 128 : 64, 0, st>>>(a, m, splits, ml, accw);
+    FS_CUDA_LAUNCH("splitk_reduce_kernel");
+}
+
+template <typename T>
+void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                     int64_t partition, void* work, cudaStream_t st) {
+    if (a.D <= 32)
+        launch_splitk_t<T, 1>(a, m, n_tokens, splits, partition, work, st);
+    else if (a.D <= 64)
+        launch_splitk_t<T, 2>(a, m, n_tokens, splits, partition, work, st);
+    else if (a.D <= 128)
+        launch_splitk_t<T, 4>(a, m, n_tokens, splits, partition, work, st);
+    else if (a.D <= 256)
+        launch_splitk_t<T, 8>(a, m, n_tokens, splits, partition, work, st);
+    else
+        fail("attention: head_dim {} > 256 is not supported by the CUDA backend", a.D);
+}
+
+}  // namespace
+
+size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits) {
+    return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
+}
+
+int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx, int num_sms,
+                             int64_t* partition) {
+    const int64_t G = H / KVH;
+    const int64_t base = n_tokens * KVH * ((G + kGMax - 1) / kGMax);
+    int64_t part = 512;
+    auto splits_for = [&](int64_t p) { return std::max<int64_t>(1, (max_ctx + p - 1) / p); };
+    while (part > kSkWarps * 32 && base * splits_for(part) < 2 * num_sms) part /= 2;
+    *partition = part;
+    return splits_for(part);
+}
+
+void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
+                             int64_t splits, int64_t partition, void* work, cudaStream_t st) {
+    if (n_tokens == 0) return;
+    FS_CHECK(n_tokens < 65536, "attention: too many decode tokens in one batch ({})", n_tokens);
+    if (a.dt == DType::BF16)
+        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, partition, work, st);
+    else
+        launch_splitk_d<__half>(a, m, n_tokens, splits, partition, work, st);
+}
+
+bool prefill_supported(int64_t D) {
+    return D == 64 || D == 128;
+}
+
+void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
+    if (m.num_prefill_tiles == 0) return;
+    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
+    auto go = [&](auto tag) {
+        using T = decltype(tag);
+        if (a.D == 64)
+            prefill_kernel<T, 64><<<grid, kPfWarps * 32, 0, st>>>(a, m);
+        else if (a.D == 128)
+            prefill_kernel<T, 128><<<grid, kPfWarps * 32, 0, st>>>(a, m);
+        else
+            fail("attention prefill: head_dim {} unsupported", a.D);
+    };
+    if (a.dt == DType::BF16)
+        go(__nv_bfloat16{});
+    else
+        go(__half{});
+    FS_CUDA_LAUNCH("prefill_kernel");
+}
+
+}  // namespace farsight::cuda

@@ -1,0 +1,796 @@
+// The CUDA backend: device memory, weight upload, per-forward metadata, op dispatch, cuBLASLt.
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/kernels.cuh"
+#include "io/safetensors.h"
+
+namespace farsight {
+namespace cuda {
+namespace {
+
+cudaDataType_t cuda_type(DType dt) {
+    switch (dt) {
+        case DType::BF16:
+            return CUDA_R_16BF;
+        case DType::F16:
+            return CUDA_R_16F;
+        case DType::F32:
+            return CUDA_R_32F;
+        default:
+            fail("CUDA backend: no cuBLAS type for dtype {}", dtype_name(dt));
+    }
+}
+
+unsigned alignment_of(const void* p) {
+    auto a = reinterpret_cast<uintptr_t>(p);
+    unsigned al = 256;
+    while (al > 1 && a % al != 0) al /= 2;
+    return al;
+}
+
+// A stream-ordered caching allocator: freed blocks go back to per-size free lists and are
+// handed out again, so that steady-state forward passes never call cudaMalloc. Blocks are
+// only reused after the backend's stream has consumed their previous contents (frees happen
+// on the host while work may still be queued; all our work is on one stream, so reuse by a
+// later launch on that stream is ordered after it).
+class CachingAllocator {
+  public:
+    ~CachingAllocator() {
+        for (auto& [size, list] : free_)
+            for (void* p : list) cudaFree(p);
+    }
+    void* get(size_t bytes, size_t* rounded) {
+        size_t sz = round(bytes);
+        *rounded = sz;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            auto it = free_.find(sz);
+            if (it != free_.end() && !it->second.empty()) {
+                void* p = it->second.back();
+                it->second.pop_back();
+                return p;
+            }
+        }
+        void* p = nullptr;
+        cudaError_t e = cudaMalloc(&p, sz);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            release_cached();
+            FS_CUDA(cudaMalloc(&p, sz));
+        }
+        return p;
+    }
+    void put(void* p, size_t rounded) {
+        std::lock_guard<std::mutex> lk(mu_);
+        free_[rounded].push_back(p);
+    }
+    void release_cached() {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (auto& [size, list] : free_)
+            for (void* p : list) cudaFree(p);
+        free_.clear();
+    }
+
+  private:
+    static size_t round(size_t b) {
+        if (b <= 4096) return 4096;
+        // power-of-two classes with 4 steps each (<= 19% waste)
+        size_t p = 4096;
+        while (p * 2 < b) p *= 2;
+        size_t step = p / 4;
+        return ((b + step - 1) / step) * step;
+    }
+    std::mutex mu_;
+    std::map<size_t, std::vector<void*>> free_;
+};
+
+struct LtPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool use_gemv = false;
+    LtPlan() = default;
+    LtPlan(const LtPlan&) = delete;
+    LtPlan& operator=(const LtPlan&) = delete;
+    ~LtPlan() {
+        if (c) cublasLtMatrixLayoutDestroy(c);
+        if (b) cublasLtMatrixLayoutDestroy(b);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (op) cublasLtMatmulDescDestroy(op);
+    }
+};
+
+constexpr size_t kLtWorkspace = 32u << 20;
+constexpr size_t kStageBytes = 16u << 20;  // per pinned staging buffer (two of them)
+
+// out[T,N] = x[T,K] @ W[N,K]^T (+bias) through cuBLASLt. Column-major view: C(N x T) =
+// W^T(N x K, from K x N col-major) * x(K x T).
+std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, int64_t N, int64_t K,
+                                     bool bias, unsigned align_a, unsigned align_b,
+                                     unsigned align_c, size_t workspace) {
+    auto plan = std::make_unique<LtPlan>();
+    cudaDataType_t ct = cuda_type(dt);
+    FS_CUBLAS(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    FS_CUBLAS(
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    FS_CUBLAS(
+        cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (bias) {
+        cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
+                                                 sizeof(ep)));
+        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ct,
+                                                 sizeof(ct)));
+    }
+    FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->a, ct, K, N, K));
+    FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->b, ct, K, T, K));
+    FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->c, ct, N, T, N));
+    cublasLtMatmulPreference_t pref = nullptr;
+    FS_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
+                    decltype(&cublasLtMatmulPreferenceDestroy)>
+        pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                   &workspace, sizeof(workspace)));
+    uint32_t al[3] = {align_a, align_b, align_c};
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                   &al[0], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                   &al[1], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                   &al[2], sizeof(uint32_t)));
+    FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                   &al[2], sizeof(uint32_t)));
+    cublasLtMatmulHeuristicResult_t res{};
+    int n = 0;
+    FS_CUBLAS(cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
+                                             1, &res, &n));
+    FS_CHECK(n > 0, "cuBLASLt found no algorithm for a {}x{}x{} {} matmul", T, N, K,
+             dtype_name(dt));
+    plan->algo = res.algo;
+    return plan;
+}
+
+void lt_run(cublasLtHandle_t h, LtPlan& plan, const void* x, const void* w, const void* bias,
+            void* out, void* ws, size_t ws_bytes, cudaStream_t st) {
+    if (bias)
+        FS_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                 sizeof(bias)));
+    const float alpha = 1.0f, beta = 0.0f;
+    FS_CUBLAS(cublasLtMatmul(h, plan.op, &alpha, w, plan.a, x, plan.b, &beta, out, plan.c, out,
+                             plan.c, &plan.algo, ws, ws_bytes, st));
+}
+
+struct DevSeqCheck {
+    static_assert(sizeof(SeqSlice) == 6 * sizeof(int32_t), "SeqSlice layout changed");
+};
+
+class CudaBackend final : public Backend {
+  public:
+    CudaBackend(int device, DType act) : device_(device), act_(act) {
+        FS_CHECK(act == DType::BF16 || act == DType::F16,
+                 "CUDA backend: activation dtype must be bf16 or f16, got {}", dtype_name(act));
+        int count = 0;
+        cudaError_t e = cudaGetDeviceCount(&count);
+        if (e != cudaSuccess || count == 0)
+            fail("no CUDA device available ({}); use the CPU backend",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        FS_CHECK(device >= 0 && device < count, "CUDA device {} does not exist ({} present)",
+                 device, count);
+        FS_CUDA(cudaSetDevice(device));
+        FS_CUDA(cudaGetDeviceProperties(&props_, device));
+        stream_ = std::make_unique<Stream>();
+        lt_ = std::make_unique<LtHandle>();
+        alloc_ = std::make_shared<CachingAllocator>();
+        lt_ws_ = DeviceBuffer(kLtWorkspace);
+        for (auto& s : stage_) s = PinnedBuffer(kStageBytes);
+        for (auto& s : stage_dev_) s = DeviceBuffer(kStageBytes);
+        for (auto& ev : stage_ev_) ev = std::make_unique<Event>(cudaEventDisableTiming);
+        meta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
+        const char* g = std::getenv("FARSIGHT_GEMV");
+        if (g) gemv_mode_ = std::atoi(g);  // 0: never, 1: always when supported, else autotune
+    }
+    ~CudaBackend() override {
+        if (stream_) cudaStreamSynchronize(stream_->get());
+    }
+
+    std::string name() const override { return "cuda"; }
+    DeviceKind kind() const override { return DeviceKind::CUDA; }
+    std::string device_description() const override {
+        return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB), activations {}", props_.name,
+                           props_.major, props_.minor, props_.multiProcessorCount,
+                           static_cast<double>(props_.totalGlobalMem) / (1u << 30),
+                           dtype_name(act_));
+    }
+    DType activation_dtype() const override { return act_; }
+
+    Tensor alloc(DType dtype, int64_t rows, int64_t cols) override {
+        FS_CHECK(rows >= 0 && cols >= 0, "alloc: bad shape [{}, {}]", rows, cols);
+        Tensor t;
+        t.dtype = dtype;
+        t.rows = rows;
+        t.cols = cols;
+        size_t bytes = std::max<size_t>(t.nbytes(), 1);
+        size_t rounded = 0;
+        void* p = alloc_->get(bytes, &rounded);
+        auto a = alloc_;
+        t.owner = std::shared_ptr<void>(p, [a, rounded](void* q) { a->put(q, rounded); });
+        t.data = p;
+        return t;
+    }
+
+    Tensor load_weight(const TensorInfo& src, DType dtype, int64_t rows, int64_t cols) override {
+        FS_CHECK(src.numel() == rows * cols, "tensor '{}' in {} has {} elements, expected [{}, {}]",
+                 src.name, src.file, src.numel(), rows, cols);
+        Tensor t = alloc_weight(dtype, rows, cols);
+        upload(src, dtype, t.data);
+        return t;
+    }
+
+    Tensor load_concat(const std::vector<const TensorInfo*>& parts,
+                       const std::vector<int64_t>& part_rows, DType dtype, int64_t cols) override {
+        FS_CHECK(parts.size() == part_rows.size(), "load_concat: {} parts but {} row counts",
+                 parts.size(), part_rows.size());
+        int64_t rows = 0;
+        for (auto r : part_rows) rows += r;
+        Tensor t = alloc_weight(dtype, rows, cols);
+        int64_t r0 = 0;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            Tensor view = t.rows_view(r0, part_rows[i]);
+            if (parts[i] == nullptr) {
+                FS_CUDA(cudaMemsetAsync(view.data, 0, view.nbytes(), stream_->get()));
+            } else {
+                FS_CHECK(parts[i]->numel() == part_rows[i] * cols,
+                         "tensor '{}' in {} has {} elements, expected [{}, {}]", parts[i]->name,
+                         parts[i]->file, parts[i]->numel(), part_rows[i], cols);
+                upload(*parts[i], dtype, view.data);
+            }
+            r0 += part_rows[i];
+        }
+        return t;
+    }
+
+    void to_host_f32(const Tensor& t, float* dst) override {
+        size_t n = static_cast<size_t>(t.numel());
+        if (n == 0) return;
+        size_t esz = dtype_size(t.dtype);
+        size_t chunk_elems = kStageBytes / std::max<size_t>(esz, 4) / 4 * 4;
+        for (size_t off = 0; off < n; off += chunk_elems) {
+            size_t cnt = std::min(chunk_elems, n - off);
+            FS_CUDA(cudaMemcpyAsync(stage_[0].get(), static_cast<const char*>(t.data) + off * esz,
+                                    cnt * esz, cudaMemcpyDeviceToHost, stream_->get()));
+            FS_CUDA(cudaStreamSynchronize(stream_->get()));
+            convert_to_f32(t.dtype, stage_[0].get(), dst + off, cnt);
+        }
+    }
+
+    size_t free_memory() const override {
+        size_t free_b = 0, total = 0;
+        FS_CUDA(cudaMemGetInfo(&free_b, &total));
+        return free_b;
+    }
+
+    void init_kv(const KVLayout& layout) override {
+        FS_CHECK(layout.dtype == act_,
+                 "CUDA backend: KV cache dtype {} must equal the activation dtype {}",
+                 dtype_name(layout.dtype), dtype_name(act_));
+        FS_CHECK(layout.num_layers > 0 && layout.num_blocks > 0 && layout.block_size > 0 &&
+                     layout.num_kv_heads > 0 && layout.head_dim > 0,
+                 "init_kv: bad KV layout");
+        kv_ = DeviceBuffer();
+        kv_ = DeviceBuffer(layout.bytes_per_block() * layout.num_blocks);
+        kv_layout_ = layout;
+    }
+    const KVLayout& kv_layout() const override { return kv_layout_; }
+
+    void begin_forward(const BatchMeta& meta) override;
+    void embedding(const Tensor& table, Tensor& out) override;
+    void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+    void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                     Tensor& out) override;
+    void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+    void rope(Tensor& qkv, const AttnParams& p) override;
+    void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) override;
+    void silu_mul(const Tensor& gate_up, Tensor& out) override;
+    void gather_logit_rows(const Tensor& x, Tensor& out) override;
+    void synchronize() override { FS_CUDA(cudaStreamSynchronize(stream_->get())); }
+
+  private:
+    Tensor alloc_weight(DType dtype, int64_t rows, int64_t cols) {
+        FS_CHECK(dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32,
+                 "CUDA backend: weights can be stored as bf16, f16 or f32, not {}",
+                 dtype_name(dtype));
+        Tensor t;
+        t.dtype = dtype;
+        t.rows = rows;
+        t.cols = cols;
+        auto buf = std::make_shared<DeviceBuffer>(std::max<size_t>(t.nbytes(), 1));
+        t.data = buf->get();
+        t.owner = buf;
+        return t;
+    }
+
+    // Streams src (host) into dst (device, `dtype`) through two pinned staging buffers.
+    void upload(const TensorInfo& src, DType dtype, void* dst) {
+        FS_CHECK(src.dtype == DType::F32 || src.dtype == DType::F16 || src.dtype == DType::BF16,
+                 "tensor '{}' in {}: dtype {} cannot be loaded (need f32, f16 or bf16)", src.name,
+                 src.file, dtype_name(src.dtype));
+        FS_CHECK(src.data != nullptr, "tensor '{}' has no data", src.name);
+        const size_t n = static_cast<size_t>(src.numel());
+        const size_t in_sz = dtype_size(src.dtype), out_sz = dtype_size(dtype);
+        const size_t chunk = kStageBytes / in_sz;
+        const char* s = static_cast<const char*>(src.data);
+        char* d = static_cast<char*>(dst);
+        int k = 0;
+        for (size_t off = 0; off < n; off += chunk, k ^= 1) {
+            size_t cnt = std::min(chunk, n - off);
+            // the staging pair k is free once its previous copy/convert has run
+            FS_CUDA(cudaEventSynchronize(stage_ev_[k]->get()));
+            std::memcpy(stage_[k].get(), s + off * in_sz, cnt * in_sz);
+            if (src.dtype == dtype) {
+                FS_CUDA(cudaMemcpyAsync(d + off * out_sz, stage_[k].get(), cnt * in_sz,
+                                        cudaMemcpyHostToDevice, stream_->get()));
+            } else {
+                FS_CUDA(cudaMemcpyAsync(stage_dev_[k].get(), stage_[k].get(), cnt * in_sz,
+                                        cudaMemcpyHostToDevice, stream_->get()));
+                launch_convert(src.dtype, stage_dev_[k].get(), dtype, d + off * out_sz, cnt,
+                               stream_->get());
+            }
+            FS_CUDA(cudaEventRecord(stage_ev_[k]->get(), stream_->get()));
+        }
+    }
+
+    void check_act(const Tensor& t, const char* what) const {
+        FS_CHECK(t.dtype == act_, "{}: tensor dtype {} differs from the activation dtype {}", what,
+                 dtype_name(t.dtype), dtype_name(act_));
+    }
+    void need_meta(const char* what) const {
+        FS_CHECK(have_meta_, "{}: begin_forward() must be called first", what);
+    }
+
+    int device_;
+    DType act_;
+    cudaDeviceProp props_{};
+    std::unique_ptr<Stream> stream_;
+    std::unique_ptr<LtHandle> lt_;
+    std::shared_ptr<CachingAllocator> alloc_;
+    DeviceBuffer lt_ws_;
+    PinnedBuffer stage_[2];
+    DeviceBuffer stage_dev_[2];
+    std::unique_ptr<Event> stage_ev_[2];
+    DeviceBuffer kv_;
+    KVLayout kv_layout_;
+
+    // per-forward metadata
+    BatchMeta meta_;
+    bool have_meta_ = false;
+    PinnedBuffer meta_host_;
+    DeviceBuffer meta_dev_;
+    std::unique_ptr<Event> meta_ev_;
+    bool meta_ev_recorded_ = false;
+    DevMeta dm_;
+    std::vector<int32_t> decode_tokens_, prefill_tiles_;
+    int64_t max_decode_ctx_ = 0;
+    DeviceBuffer attn_ws_;
+
+    // linear plans
+    using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, bool, unsigned, unsigned, unsigned>;
+    std::map<PlanKey, std::unique_ptr<LtPlan>> plans_;
+    int gemv_mode_ = 2;
+};
+
+void CudaBackend::begin_forward(const BatchMeta& meta) {
+    const int64_t T = meta.num_tokens();
+    FS_CHECK(meta.positions.size() == static_cast<size_t>(T) &&
+                 meta.slot_mapping.size() == static_cast<size_t>(T),
+             "begin_forward: tokens/positions/slot_mapping sizes differ ({}/{}/{})", T,
+             meta.positions.size(), meta.slot_mapping.size());
+    FS_CHECK(!meta.rope.empty() || T == 0, "begin_forward: no rope variant given");
+    std::vector<int32_t> token_seq(T, 0);
+    decode_tokens_.clear();
+    prefill_tiles_.clear();
+    max_decode_ctx_ = 0;
+    int64_t covered = 0;
+    const int64_t D = kv_layout_.head_dim;
+    for (size_t s = 0; s < meta.seqs.size(); ++s) {
+        const SeqSlice& q = meta.seqs[s];
+        FS_CHECK(q.q_start >= 0 && q.q_len >= 0 && q.q_start + q.q_len <= T,
+                 "begin_forward: sequence {} rows [{}, {}) outside the batch of {} tokens", s,
+                 q.q_start, q.q_start + q.q_len, T);
+        FS_CHECK(q.rope_variant >= 0 && q.rope_variant < static_cast<int32_t>(meta.rope.size()),
+                 "begin_forward: sequence {} uses rope variant {} of {}", s, q.rope_variant,
+                 meta.rope.size());
+        FS_CHECK(q.block_table_offset >= 0 && q.block_table_offset + q.n_blocks <=
+                                                  static_cast<int32_t>(meta.block_tables.size()),
+                 "begin_forward: sequence {} block table out of range", s);
+        for (int32_t j = 0; j < q.q_len; ++j) token_seq[q.q_start + j] = static_cast<int32_t>(s);
+        covered += q.q_len;
+        bool tiled = q.q_len >= 8 && prefill_supported(D);
+        if (tiled) {
+            for (int32_t q0 = 0; q0 < q.q_len; q0 += kPrefillTileQ) {
+                prefill_tiles_.push_back(static_cast<int32_t>(s));
+                prefill_tiles_.push_back(q0);
+            }
+        } else {
+            for (int32_t j = 0; j < q.q_len; ++j) decode_tokens_.push_back(q.q_start + j);
+            max_decode_ctx_ = std::max<int64_t>(max_decode_ctx_, q.n_past + q.q_len);
+        }
+    }
+    for (size_t i = 0; i < meta.logit_rows.size(); ++i)
+        FS_CHECK(meta.logit_rows[i] >= 0 && meta.logit_rows[i] < T,
+                 "begin_forward: logit row {} outside the batch of {} tokens", meta.logit_rows[i],
+                 T);
+    if (kv_layout_.num_blocks > 0) {
+        const int64_t slots = kv_layout_.num_blocks * kv_layout_.block_size;
+        for (int64_t t = 0; t < T; ++t)
+            FS_CHECK(meta.slot_mapping[t] < slots,
+                     "begin_forward: slot {} of token {} beyond the KV cache ({} slots)",
+                     meta.slot_mapping[t], t, slots);
+        for (int32_t b : meta.block_tables)
+            FS_CHECK(b >= 0 && b < kv_layout_.num_blocks,
+                     "begin_forward: block {} outside the KV cache ({} blocks)", b,
+                     kv_layout_.num_blocks);
+    }
+    (void)covered;
+
+    // pack everything into one pinned buffer, upload with one async copy
+    std::vector<int32_t> rope_off, rope_half;
+    std::vector<float> inv, scal;
+    for (const auto& r : meta.rope) {
+        rope_off.push_back(static_cast<int32_t>(inv.size()));
+        rope_half.push_back(static_cast<int32_t>(r.inv_freq.size()));
+        inv.insert(inv.end(), r.inv_freq.begin(), r.inv_freq.end());
+        scal.push_back(r.attention_scaling);
+    }
+    struct Part {
+        const void* src;
+        size_t bytes;
+        size_t off;
+    };
+    std::vector<Part> parts;
+    size_t total = 0;
+    auto add = [&](const void* src, size_t bytes) {
+        parts.push_back({src, bytes, total});
+        total += (bytes + 255) / 256 * 256;
+        return parts.size() - 1;
+    };
+    size_t i_tok = add(meta.tokens.data(), T * 4);
+    size_t i_pos = add(meta.positions.data(), T * 4);
+    size_t i_slot = add(meta.slot_mapping.data(), T * 4);
+    size_t i_bt = add(meta.block_tables.data(), meta.block_tables.size() * 4);
+    size_t i_lr = add(meta.logit_rows.data(), meta.logit_rows.size() * 4);
+    size_t i_ts = add(token_seq.data(), T * 4);
+    size_t i_seq = add(meta.seqs.data(), meta.seqs.size() * sizeof(SeqSlice));
+    size_t i_inv = add(inv.data(), inv.size() * 4);
+    size_t i_ro = add(rope_off.data(), rope_off.size() * 4);
+    size_t i_rh = add(rope_half.data(), rope_half.size() * 4);
+    size_t i_rs = add(scal.data(), scal.size() * 4);
+    size_t i_dt = add(decode_tokens_.data(), decode_tokens_.size() * 4);
+    size_t i_pt = add(prefill_tiles_.data(), prefill_tiles_.size() * 4);
+    total = std::max<size_t>(total, 256);
+
+    // the previous upload must have left the pinned buffer before we overwrite it
+    if (meta_ev_recorded_) FS_CUDA(cudaEventSynchronize(meta_ev_->get()));
+    meta_host_.ensure(total);
+    if (meta_dev_.size() < total) {
+        // buffers still in use by queued kernels: wait before freeing
+        FS_CUDA(cudaStreamSynchronize(stream_->get()));
+        meta_dev_.ensure(total);
+    }
+    for (const auto& p : parts)
+        if (p.bytes) std::memcpy(meta_host_.as<char>() + p.off, p.src, p.bytes);
+    FS_CUDA(cudaMemcpyAsync(meta_dev_.get(), meta_host_.get(), total, cudaMemcpyHostToDevice,
+                            stream_->get()));
+    FS_CUDA(cudaEventRecord(meta_ev_->get(), stream_->get()));
+    meta_ev_recorded_ = true;
+
+    char* base = meta_dev_.as<char>();
+    auto at = [&](size_t i) { return reinterpret_cast<const int32_t*>(base + parts[i].off); };
+    dm_ = DevMeta{};
+    dm_.tokens = at(i_tok);
+    dm_.positions = at(i_pos);
+    dm_.slot_mapping = at(i_slot);
+    dm_.block_tables = at(i_bt);
+    dm_.logit_rows = at(i_lr);
+    dm_.token_seq = at(i_ts);
+    dm_.seqs = reinterpret_cast<const SeqSlice*>(base + parts[i_seq].off);
+    dm_.inv_freq = reinterpret_cast<const float*>(base + parts[i_inv].off);
+    dm_.rope_offset = at(i_ro);
+    dm_.rope_half = at(i_rh);
+    dm_.rope_scaling = reinterpret_cast<const float*>(base + parts[i_rs].off);
+    dm_.decode_tokens = at(i_dt);
+    dm_.prefill_tiles = at(i_pt);
+    dm_.num_tokens = static_cast<int>(T);
+    dm_.num_seqs = static_cast<int>(meta.seqs.size());
+    dm_.num_decode_tokens = static_cast<int>(decode_tokens_.size());
+    dm_.num_prefill_tiles = static_cast<int>(prefill_tiles_.size() / 2);
+    meta_ = meta;
+    have_meta_ = true;
+}
+
+void CudaBackend::embedding(const Tensor& table, Tensor& out) {
+    need_meta("embedding");
+    check_act(out, "embedding");
+    const int64_t T = meta_.num_tokens();
+    FS_CHECK(out.rows == T && out.cols == table.cols,
+             "embedding: out is [{}, {}], expected [{}, {}]", out.rows, out.cols, T, table.cols);
+    for (int64_t t = 0; t < T; ++t)
+        FS_CHECK(meta_.tokens[t] >= 0 && meta_.tokens[t] < table.rows,
+                 "embedding: token id {} outside the vocabulary of {}", meta_.tokens[t],
+                 table.rows);
+    launch_embedding(act_, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T, out.data,
+                     stream_->get());
+}
+
+void CudaBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+    check_act(x, "rmsnorm");
+    check_act(out, "rmsnorm");
+    FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols,
+             "rmsnorm: shapes x [{}, {}], w {} elements, out [{}, {}]", x.rows, x.cols, w.numel(),
+             out.rows, out.cols);
+    launch_rmsnorm(act_, w.dtype, x.data, w.data, eps, out.data, nullptr, x.rows, x.cols,
+                   stream_->get());
+}
+
+void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                              Tensor& out) {
+    check_act(x, "add_rmsnorm");
+    check_act(residual, "add_rmsnorm");
+    check_act(out, "add_rmsnorm");
+    FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols &&
+                 residual.rows == x.rows && residual.cols == x.cols,
+             "add_rmsnorm: shapes residual [{}, {}], x [{}, {}], w {}, out [{}, {}]", residual.rows,
+             residual.cols, x.rows, x.cols, w.numel(), out.rows, out.cols);
+    launch_rmsnorm(act_, w.dtype, x.data, w.data, eps, out.data, residual.data, x.rows, x.cols,
+                   stream_->get());
+}
+
+void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
+    check_act(x, "linear");
+    check_act(out, "linear");
+    FS_CHECK(w.dtype == act_,
+             "linear: weight dtype {} must equal the activation dtype {} on the CUDA backend",
+             dtype_name(w.dtype), dtype_name(act_));
+    const int64_t T = x.rows, K = x.cols, N = w.rows;
+    FS_CHECK(w.cols == K && out.rows == T && out.cols == N,
+             "linear: x [{}, {}] @ w[{}, {}]^T -> out [{}, {}] do not fit", T, K, w.rows, w.cols,
+             out.rows, out.cols);
+    const Tensor* b = (bias && !bias->empty()) ? bias : nullptr;
+    if (b)
+        FS_CHECK(b->numel() == N && b->dtype == act_,
+                 "linear: bias has {} elements of {}, expected {} of {}", b->numel(),
+                 dtype_name(b->dtype), N, dtype_name(act_));
+    if (T == 0) return;
+    cudaStream_t st = stream_->get();
+    const bool gemv_ok = gemv_mode_ != 0 && gemv_supported(T, N, K) && alignment_of(x.data) >= 16 &&
+                         alignment_of(w.data) >= 16;
+    PlanKey key{
+        static_cast<int>(act_), T, N, K, b != nullptr, alignment_of(w.data), alignment_of(x.data),
+        alignment_of(out.data)};
+    auto it = plans_.find(key);
+    if (it == plans_.end()) {
+        auto plan = make_lt_plan(lt_->get(), act_, T, N, K, b != nullptr, std::get<5>(key),
+                                 std::get<6>(key), std::get<7>(key), lt_ws_.size());
+        if (gemv_ok && gemv_mode_ == 1) {
+            plan->use_gemv = true;
+        } else if (gemv_ok) {
+            // autotune once per shape: time both on the real operands
+            Event e0, e1, e2;
+            auto run_lt = [&] {
+                lt_run(lt_->get(), *plan, x.data, w.data, b ? b->data : nullptr, out.data,
+                       lt_ws_.get(), lt_ws_.size(), st);
+            };
+            auto run_gv = [&] {
+                launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
+                            props_.multiProcessorCount, st);
+            };
+            run_lt();
+            run_gv();
+            FS_CUDA(cudaEventRecord(e0.get(), st));
+            for (int r = 0; r < 3; ++r) run_lt();
+            FS_CUDA(cudaEventRecord(e1.get(), st));
+            for (int r = 0; r < 3; ++r) run_gv();
+            FS_CUDA(cudaEventRecord(e2.get(), st));
+            FS_CUDA(cudaEventSynchronize(e2.get()));
+            float t_lt = 0, t_gv = 0;
+            FS_CUDA(cudaEventElapsedTime(&t_lt, e0.get(), e1.get()));
+            FS_CUDA(cudaEventElapsedTime(&t_gv, e1.get(), e2.get()));
+            plan->use_gemv = t_gv < t_lt;
+        }
+        it = plans_.emplace(key, std::move(plan)).first;
+    }
+    if (it->second->use_gemv)
+        launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
+                    props_.multiProcessorCount, st);
+    else
+        lt_run(lt_->get(), *it->second, x.data, w.data, b ? b->data : nullptr, out.data,
+               lt_ws_.get(), lt_ws_.size(), st);
+}
+
+void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
+    need_meta("rope");
+    check_act(qkv, "rope");
+    const int64_t T = meta_.num_tokens();
+    FS_CHECK(qkv.rows == T && qkv.cols == (p.num_heads + 2 * p.num_kv_heads) * p.head_dim,
+             "rope: qkv is [{}, {}], expected [{}, {}]", qkv.rows, qkv.cols, T,
+             (p.num_heads + 2 * p.num_kv_heads) * p.head_dim);
+    FS_CHECK(p.rotary_dim % 2 == 0 && p.rotary_dim <= p.head_dim && p.rotary_dim > 0,
+             "rope: rotary_dim {} must be even and within head_dim {}", p.rotary_dim, p.head_dim);
+    const int64_t half = p.rotary_dim / 2;
+    FS_CHECK(T == 0 || !meta_.seqs.empty(), "rope: the batch has tokens but no sequences");
+    for (size_t v = 0; v < meta_.rope.size(); ++v)
+        FS_CHECK(static_cast<int64_t>(meta_.rope[v].inv_freq.size()) == half,
+                 "rope: variant {} has {} frequencies, rotary_dim {} needs {}", v,
+                 meta_.rope[v].inv_freq.size(), p.rotary_dim, half);
+    launch_rope(act_, qkv.data, T, qkv.cols, p.num_heads + p.num_kv_heads, p.head_dim, half, dm_,
+                stream_->get());
+}
+
+void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) {
+    need_meta("attention");
+    check_act(qkv, "attention");
+    check_act(out, "attention");
+    const KVLayout& L = kv_layout_;
+    FS_CHECK(kv_.get() != nullptr, "attention: init_kv() was not called");
+    FS_CHECK(layer >= 0 && layer < L.num_layers, "attention: layer {} of {}", layer, L.num_layers);
+    FS_CHECK(p.num_kv_heads == L.num_kv_heads && p.head_dim == L.head_dim,
+             "attention: layer geometry ({} kv heads, head_dim {}) differs from the KV cache "
+             "({} kv heads, head_dim {})",
+             p.num_kv_heads, p.head_dim, L.num_kv_heads, L.head_dim);
+    FS_CHECK(p.num_heads % p.num_kv_heads == 0, "attention: {} heads not a multiple of {}",
+             p.num_heads, p.num_kv_heads);
+    const int64_t T = meta_.num_tokens();
+    FS_CHECK(qkv.rows == T && qkv.cols == (p.num_heads + 2 * p.num_kv_heads) * p.head_dim,
+             "attention: qkv is [{}, {}], expected [{}, {}]", qkv.rows, qkv.cols, T,
+             (p.num_heads + 2 * p.num_kv_heads) * p.head_dim);
+    FS_CHECK(out.rows == T && out.cols == p.num_heads * p.head_dim,
+             "attention: out is [{}, {}], expected [{}, {}]", out.rows, out.cols, T,
+             p.num_heads * p.head_dim);
+    if (T == 0) return;
+    for (size_t s = 0; s < meta_.seqs.size(); ++s) {
+        const SeqSlice& q = meta_.seqs[s];
+        FS_CHECK(static_cast<int64_t>(q.n_blocks) * L.block_size >= q.n_past + q.q_len,
+                 "attention: sequence {} has {} KV blocks of {} for {} tokens", s, q.n_blocks,
+                 L.block_size, q.n_past + q.q_len);
+    }
+    cudaStream_t st = stream_->get();
+    const size_t pool_elems =
+        static_cast<size_t>(L.num_blocks * L.block_size * L.num_kv_heads * L.head_dim);
+    char* kbase = kv_.as<char>() + static_cast<size_t>(layer) * 2 * pool_elems * dtype_size(act_);
+    char* vbase = kbase + pool_elems * dtype_size(act_);
+    launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
+                    dm_.slot_mapping, kbase, vbase, st);
+    AttnLaunch a{act_,       qkv.data,     qkv.cols, kbase,   vbase,    p.num_heads, p.num_kv_heads,
+                 p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
+    if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
+    if (dm_.num_decode_tokens > 0) {
+        int64_t ctx = max_decode_ctx_;
+        if (p.window > 0) ctx = std::min<int64_t>(ctx, p.window);
+        int64_t partition = 0;
+        int64_t splits = splitk_choose_splits(dm_.num_decode_tokens, p.num_heads, p.num_kv_heads,
+                                              ctx, props_.multiProcessorCount, &partition);
+        size_t need =
+            splitk_workspace_bytes(dm_.num_decode_tokens, p.num_heads, p.head_dim, splits);
+        if (attn_ws_.size() < need) {
+            FS_CUDA(cudaStreamSynchronize(st));
+            attn_ws_.ensure(need);
+        }
+        launch_attention_splitk(a, dm_, dm_.num_decode_tokens, splits, partition, attn_ws_.get(),
+                                st);
+    }
+}
+
+void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
+    check_act(gate_up, "silu_mul");
+    check_act(out, "silu_mul");
+    FS_CHECK(gate_up.cols % 2 == 0 && out.rows == gate_up.rows && out.cols == gate_up.cols / 2,
+             "silu_mul: gate_up [{}, {}] -> out [{}, {}]", gate_up.rows, gate_up.cols, out.rows,
+             out.cols);
+    launch_silu_mul(act_, gate_up.data, out.data, gate_up.rows, out.cols, stream_->get());
+}
+
+void CudaBackend::gather_logit_rows(const Tensor& x, Tensor& out) {
+    need_meta("gather_logit_rows");
+    const int64_t n = static_cast<int64_t>(meta_.logit_rows.size());
+    FS_CHECK(out.rows == n && out.cols == x.cols && out.dtype == x.dtype,
+             "gather_logit_rows: out [{}, {}] {}, expected [{}, {}] {}", out.rows, out.cols,
+             dtype_name(out.dtype), n, x.cols, dtype_name(x.dtype));
+    for (int32_t r : meta_.logit_rows)
+        FS_CHECK(r >= 0 && r < x.rows, "gather_logit_rows: row {} of {}", r, x.rows);
+    launch_gather_rows(x.data, x.row_bytes(), dm_.logit_rows, n, out.data, stream_->get());
+}
+
+double median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+}  // namespace
+}  // namespace cuda
+
+bool cuda_available() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return count > 0;
+}
+
+std::unique_ptr<Backend> make_cuda_backend_with(int device, DType activation_dtype) {
+    return std::make_unique<cuda::CudaBackend>(device, activation_dtype);
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+    return make_cuda_backend_with(device, DType::BF16);
+}
+
+DeviceRoofline measure_device_roofline(int device) {
+    using namespace cuda;
+    FS_CHECK(cuda_available(), "no CUDA device available for the roofline measurement");
+    FS_CUDA(cudaSetDevice(device));
+    cudaDeviceProp props{};
+    FS_CUDA(cudaGetDeviceProperties(&props, device));
+    DeviceRoofline r;
+    r.device_name = props.name;
+    r.total_mem = props.totalGlobalMem;
+    Stream stream;
+    cudaStream_t st = stream.get();
+    Event e0, e1;
+    // copy: 1 GiB each way (or a quarter of memory on small devices)
+    size_t bytes = std::min<size_t>(size_t(1) << 30, props.totalGlobalMem / 8);
+    {
+        DeviceBuffer a(bytes), b(bytes);
+        launch_fill_random(DType::F32, a.get(), bytes / 4, 1, 1.0f, st);
+        for (int i = 0; i < 3; ++i)
+            FS_CUDA(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, st));
+        std::vector<float> ms;
+        for (int i = 0; i < 10; ++i) {
+            FS_CUDA(cudaEventRecord(e0.get(), st));
+            FS_CUDA(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, st));
+            FS_CUDA(cudaEventRecord(e1.get(), st));
+            FS_CUDA(cudaEventSynchronize(e1.get()));
+            float t = 0;
+            FS_CUDA(cudaEventElapsedTime(&t, e0.get(), e1.get()));
+            ms.push_back(t);
+        }
+        r.copy_gbps = 2.0 * bytes / (median(ms) * 1e-3) / 1e9;
+    }
+    {
+        const int64_t n = 8192;
+        const size_t elems = static_cast<size_t>(n * n);
+        DeviceBuffer a(elems * 2), b(elems * 2), c(elems * 2), ws(kLtWorkspace);
+        launch_fill_random(DType::BF16, a.get(), elems, 2, 1.0f, st);
+        launch_fill_random(DType::BF16, b.get(), elems, 3, 1.0f, st);
+        LtHandle h;
+        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size());
+        for (int i = 0; i < 3; ++i)
+            lt_run(h.get(), *plan, a.get(), b.get(), nullptr, c.get(), ws.get(), ws.size(), st);
+        std::vector<float> ms;
+        for (int i = 0; i < 10; ++i) {
+            FS_CUDA(cudaEventRecord(e0.get(), st));
+            lt_run(h.get(), *plan, a.get(), b.get(), nullptr, c.get(), ws.get(), ws.size(), st);
+            FS_CUDA(cudaEventRecord(e1.get(), st));
+            FS_CUDA(cudaEventSynchronize(e1.get()));
+            float t = 0;
+            FS_CUDA(cudaEventElapsedTime(&t, e0.get(), e1.get()));
+            ms.push_back(t);
+        }
+        r.bf16_gemm_tflops = 2.0 * n * n * n / (median(ms) * 1e-3) / 1e12;
+    }
+    FS_CUDA(cudaStreamSynchronize(st));
+    return r;
+}
+
+}  // namespace farsight

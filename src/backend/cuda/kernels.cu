@@ -1,0 +1,304 @@
+// Element-wise and per-row kernels: conversions, embedding, RMSNorm, RoPE, SiLU*up, gathers,
+// KV-cache stores.
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/kernels.cuh"
+
+namespace farsight::cuda {
+namespace {
+
+template <typename F>
+void dispatch_act(DType dt, F&& f) {
+    switch (dt) {
+        case DType::BF16:
+            f(__nv_bfloat16{});
+            break;
+        case DType::F16:
+            f(__half{});
+            break;
+        default:
+            fail("CUDA backend: activation dtype {} is not supported (use bf16 or f16)",
+                 dtype_name(dt));
+    }
+}
+template <typename F>
+void dispatch_any(DType dt, F&& f) {
+    switch (dt) {
+        case DType::BF16:
+            f(__nv_bfloat16{});
+            break;
+        case DType::F16:
+            f(__half{});
+            break;
+        case DType::F32:
+            f(float{});
+            break;
+        default:
+            fail("CUDA backend: dtype {} is not supported here (use f32, f16 or bf16)",
+                 dtype_name(dt));
+    }
+}
+
+template <typename S, typename D>
+__global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, size_t n) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+         i += size_t(gridDim.x) * blockDim.x)
+        dst[i] = from_f<D>(to_f(src[i]));
+}
+
+__device__ __forceinline__ uint64_t splitmix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+template <typename T>
+__global__ void fill_random_kernel(T* dst, size_t n, uint64_t seed, float scale) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+         i += size_t(gridDim.x) * blockDim.x) {
+        uint64_t r = splitmix(seed * 0x100000001b3ull + i);
+        float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);  // [0,1)
+        dst[i] = from_f<T>((2.0f * u - 1.0f) * scale);
+    }
+}
+
+template <typename T, typename W>
+__global__ void embedding_kernel(const W* __restrict__ table, int64_t vocab, int64_t dim,
+                                 const int32_t* __restrict__ tokens, T* __restrict__ out) {
+    int64_t t = blockIdx.x;
+    int32_t tok = tokens[t];
+    T* o = out + t * dim;
+    if (tok < 0 || tok >= vocab) {  // the host validates ids; never read out of bounds
+        for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = from_f<T>(0.0f);
+        return;
+    }
+    const W* row = table + static_cast<int64_t>(tok) * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = from_f<T>(to_f(row[i]));
+}
+
+__device__ __forceinline__ float block_sum(float v, float* red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    int nw = blockDim.x / 32;
+    float s = 0.0f;
+    for (int i = 0; i < nw; ++i) s += red[i];
+    __syncthreads();
+    return s;
+}
+
+// out = w * (x * rsqrt(mean(x^2) + eps)).to(T); with residual: residual = T(residual + x) first
+// and the norm is taken of the new residual.
+template <typename T, typename W>
+__global__ void rmsnorm_kernel(const T* __restrict__ x, const W* __restrict__ w, float eps,
+                               T* __restrict__ out, T* residual, int64_t cols) {
+    __shared__ float red[32];
+    int64_t r = blockIdx.x;
+    const T* xr = x + r * cols;
+    T* orow = out + r * cols;
+    float ss = 0.0f;
+    if (residual) {
+        T* rr = residual + r * cols;
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+            T v = from_f<T>(to_f(rr[i]) + to_f(xr[i]));
+            rr[i] = v;
+            float f = to_f(v);
+            ss += f * f;
+        }
+        xr = rr;  // each thread re-reads only the elements it wrote itself
+    } else {
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+            float f = to_f(xr[i]);
+            ss += f * f;
+        }
+    }
+    float total = block_sum(ss, red);
+    float inv = rsqrtf(total / static_cast<float>(cols) + eps);
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+        float h = round_to<T>(to_f(xr[i]) * inv);
+        orow[i] = from_f<T>(to_f(w[i]) * h);
+    }
+}
+
+// transformers: cos/sin = (cos(pos*inv_freq) * scaling).to(T); x*cos + rotate_half(x)*sin, each
+// product and the sum rounded to T.
+template <typename T>
+__global__ void rope_kernel(T* qkv, int64_t ld, int64_t n_heads, int64_t head_dim, int64_t half,
+                            DevMeta m) {
+    int64_t t = blockIdx.x;
+    int32_t s = m.token_seq[t];
+    int32_t var = m.seqs[s].rope_variant;
+    const float* inv = m.inv_freq + m.rope_offset[var];
+    float scaling = m.rope_scaling[var];
+    float pos = static_cast<float>(m.positions[t]);
+    T* row = qkv + t * ld;
+    for (int64_t idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
+        int64_t h = idx / half, i = idx % half;
+        float angle = __fmul_rn(pos, inv[i]);
+        float sn, cs;
+        sincosf(angle, &sn, &cs);
+        float c = round_to<T>(cs * scaling), sv = round_to<T>(sn * scaling);
+        T* x = row + h * head_dim;
+        float a = to_f(x[i]), b = to_f(x[i + half]);
+        float na = round_to<T>(a * c) + round_to<T>(-b * sv);
+        float nb = round_to<T>(b * c) + round_to<T>(a * sv);
+        x[i] = from_f<T>(na);
+        x[i + half] = from_f<T>(nb);
+    }
+}
+
+// transformers: act_fn(gate) is stored in T, then multiplied by up in T.
+template <typename T>
+__global__ void silu_mul_kernel(const T* __restrict__ gu, T* __restrict__ out, int64_t T_,
+                                int64_t I) {
+    size_t n = static_cast<size_t>(T_) * I;
+    for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < n;
+         idx += size_t(gridDim.x) * blockDim.x) {
+        size_t t = idx / I, i = idx % I;
+        float g = to_f(gu[t * 2 * I + i]);
+        float u = to_f(gu[t * 2 * I + I + i]);
+        float sg = round_to<T>(g / (1.0f + expf(-g)));
+        out[idx] = from_f<T>(sg * u);
+    }
+}
+
+__global__ void gather_rows_kernel(const char* __restrict__ x, size_t row_bytes,
+                                   const int32_t* __restrict__ rows, char* __restrict__ out) {
+    int64_t i = blockIdx.x;
+    const char* src = x + static_cast<size_t>(rows[i]) * row_bytes;
+    char* dst = out + static_cast<size_t>(i) * row_bytes;
+    if (row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+        for (size_t j = threadIdx.x; j < row_bytes / 16; j += blockDim.x)
+            reinterpret_cast<uint4*>(dst)[j] = reinterpret_cast<const uint4*>(src)[j];
+    } else {
+        for (size_t j = threadIdx.x; j < row_bytes; j += blockDim.x) dst[j] = src[j];
+    }
+}
+
+template <typename T>
+__global__ void kv_store_kernel(const T* __restrict__ qkv, int64_t ld, int64_t H, int64_t KVH,
+                                int64_t D, const int32_t* __restrict__ slots, T* k_pool,
+                                T* v_pool) {
+    int64_t t = blockIdx.x;
+    int64_t slot = slots[t];
+    if (slot < 0) return;  // padding token: nothing to store
+    const T* k = qkv + t * ld + H * D;
+    const T* v = k + KVH * D;
+    int64_t n = KVH * D;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+        k_pool[slot * n + j] = k[j];
+        v_pool[slot * n + j] = v[j];
+    }
+}
+
+unsigned grid_for(size_t n, unsigned block) {
+    size_t g = (n + block - 1) / block;
+    if (g > 65535u * 8u) g = 65535u * 8u;
+    return static_cast<unsigned>(g < 1 ? 1 : g);
+}
+
+}  // namespace
+
+void launch_convert(DType src_dt, const void* src, DType dst_dt, void* dst, size_t n,
+                    cudaStream_t st) {
+    if (n == 0) return;
+    dispatch_any(src_dt, [&](auto s) {
+        dispatch_any(dst_dt, [&](auto d) {
+            using S = decltype(s);
+            using D = decltype(d);
+            convert_kernel<S, D><<<grid_for(n, 256), 256, 0, st>>>(static_cast<const S*>(src),
+                                                                   static_cast<D*>(dst), n);
+        });
+    });
+    FS_CUDA_LAUNCH("convert_kernel");
+}
+
+void launch_fill_random(DType dt, void* dst, size_t n, uint64_t seed, float scale,
+                        cudaStream_t st) {
+    if (n == 0) return;
+    dispatch_any(dt, [&](auto z) {
+        using T = decltype(z);
+        fill_random_kernel<T>
+            <<<grid_for(n, 256), 256, 0, st>>>(static_cast<T*>(dst), n, seed, scale);
+    });
+    FS_CUDA_LAUNCH("fill_random_kernel");
+}
+
+void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab, int64_t dim,
+                      const int32_t* tokens, int64_t T, void* out, cudaStream_t st) {
+    if (T == 0) return;
+    dispatch_act(dt, [&](auto a) {
+        dispatch_any(table_dt, [&](auto w) {
+            using A = decltype(a);
+            using W = decltype(w);
+            embedding_kernel<A, W><<<static_cast<unsigned>(T), 256, 0, st>>>(
+                static_cast<const W*>(table), vocab, dim, tokens, static_cast<A*>(out));
+        });
+    });
+    FS_CUDA_LAUNCH("embedding_kernel");
+}
+
+void launch_rmsnorm(DType dt, DType w_dt, const void* x, const void* w, float eps, void* out,
+                    void* residual, int64_t rows, int64_t cols, cudaStream_t st) {
+    if (rows == 0) return;
+    int threads = cols >= 1024 ? 512 : (cols >= 256 ? 256 : 64);
+    dispatch_act(dt, [&](auto a) {
+        dispatch_any(w_dt, [&](auto ww) {
+            using A = decltype(a);
+            using W = decltype(ww);
+            rmsnorm_kernel<A, W><<<static_cast<unsigned>(rows), threads, 0, st>>>(
+                static_cast<const A*>(x), static_cast<const W*>(w), eps, static_cast<A*>(out),
+                static_cast<A*>(residual), cols);
+        });
+    });
+    FS_CUDA_LAUNCH("rmsnorm_kernel");
+}
+
+void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads, int64_t head_dim,
+                 int64_t half, const DevMeta& m, cudaStream_t st) {
+    if (T == 0 || half == 0) return;
+    int64_t work = n_rot_heads * half;
+    int threads = work >= 512 ? 512 : (work >= 128 ? 128 : 32);
+    dispatch_act(dt, [&](auto a) {
+        using A = decltype(a);
+        rope_kernel<A><<<static_cast<unsigned>(T), threads, 0, st>>>(
+            static_cast<A*>(qkv), ld, n_rot_heads, head_dim, half, m);
+    });
+    FS_CUDA_LAUNCH("rope_kernel");
+}
+
+void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_t I,
+                     cudaStream_t st) {
+    size_t n = static_cast<size_t>(T) * I;
+    if (n == 0) return;
+    dispatch_act(dt, [&](auto a) {
+        using A = decltype(a);
+        silu_mul_kernel<A><<<grid_for(n, 256), 256, 0, st>>>(static_cast<const A*>(gate_up),
+                                                             static_cast<A*>(out), T, I);
+    });
+    FS_CUDA_LAUNCH("silu_mul_kernel");
+}
+
+void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, int64_t n, void* out,
+                        cudaStream_t st) {
+    if (n == 0) return;
+    gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(
+        static_cast<const char*>(x), row_bytes, rows, static_cast<char*>(out));
+    FS_CUDA_LAUNCH("gather_rows_kernel");
+}
+
+void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H, int64_t KVH,
+                     int64_t D, const int32_t* slots, void* k_pool, void* v_pool, cudaStream_t st) {
+    if (T == 0) return;
+    dispatch_act(dt, [&](auto a) {
+        using A = decltype(a);
+        kv_store_kernel<A><<<static_cast<unsigned>(T), 256, 0, st>>>(
+            static_cast<const A*>(qkv), ld, H, KVH, D, slots, static_cast<A*>(k_pool),
+            static_cast<A*>(v_pool));
+    });
+    FS_CUDA_LAUNCH("kv_store_kernel");
+}
+
+}  // namespace farsight::cuda

@@ -1,0 +1,75 @@
+#pragma once
+// Kernel launchers of the CUDA backend (defined in the .cu files beside this one). Pointers are
+// device pointers; `dt` is the element type of activations (BF16 or F16) unless said otherwise.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace farsight::cuda {
+
+// Per-forward metadata as device pointers into one uploaded buffer (see CudaBackend).
+struct DevMeta {
+    const int32_t* tokens = nullptr;
+    const int32_t* positions = nullptr;
+    const int32_t* slot_mapping = nullptr;
+    const int32_t* block_tables = nullptr;
+    const int32_t* logit_rows = nullptr;
+    const int32_t* token_seq = nullptr;  // [T]: index of the sequence holding token t
+    const SeqSlice* seqs = nullptr;
+    const float* inv_freq = nullptr;         // all rope variants concatenated
+    const int32_t* rope_offset = nullptr;    // [variants]: start of each in inv_freq
+    const int32_t* rope_half = nullptr;      // [variants]: length of each
+    const float* rope_scaling = nullptr;     // [variants]
+    const int32_t* decode_tokens = nullptr;  // tokens attended by the split-K kernel
+    const int32_t* prefill_tiles = nullptr;  // (seq, q0) pairs for the tiled prefill kernel
+    int num_tokens = 0, num_seqs = 0, num_decode_tokens = 0, num_prefill_tiles = 0;
+};
+
+void launch_convert(DType src_dt, const void* src, DType dst_dt, void* dst, size_t n,
+                    cudaStream_t st);
+void launch_fill_random(DType dt, void* dst, size_t n, uint64_t seed, float scale, cudaStream_t st);
+void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab, int64_t dim,
+                      const int32_t* tokens, int64_t T, void* out, cudaStream_t st);
+void launch_rmsnorm(DType dt, DType w_dt, const void* x, const void* w, float eps, void* out,
+                    void* residual, int64_t rows, int64_t cols, cudaStream_t st);
+void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads, int64_t head_dim,
+                 int64_t half, const DevMeta& m, cudaStream_t st);
+void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_t I,
+                     cudaStream_t st);
+void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, int64_t n, void* out,
+                        cudaStream_t st);
+void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H, int64_t KVH,
+                     int64_t D, const int32_t* slots, void* k_pool, void* v_pool, cudaStream_t st);
+
+// Skinny GEMM out[T,N] = x[T,K] @ W[N,K]^T (+bias), T <= 16, K % 8 == 0, 16-byte aligned rows.
+bool gemv_supported(int64_t T, int64_t N, int64_t K);
+void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
+                 int64_t N, int64_t K, int num_sms, cudaStream_t st);
+
+// Attention over the paged cache. See attention.cu.
+struct AttnLaunch {
+    DType dt;
+    const void* qkv;
+    int64_t ld;  // row stride of qkv in elements
+    const void* k_pool;
+    const void* v_pool;
+    int64_t H, KVH, D, block_size, window;
+    float scale;
+    void* out;  // [T, H*D]
+    int64_t out_ld;
+};
+// Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
+// `work` must hold splitk_workspace_bytes(...).
+size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits);
+int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx, int num_sms,
+                             int64_t* partition);
+void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
+                             int64_t splits, int64_t partition, void* work, cudaStream_t st);
+// Tiled tensor-core (mma.sync) prefill over m.prefill_tiles (64 query rows of one sequence).
+bool prefill_supported(int64_t D);
+constexpr int kPrefillTileQ = 64;
+void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
+
+}  // namespace farsight::cuda

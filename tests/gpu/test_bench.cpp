@@ -1,0 +1,157 @@
+// Device figures (run with FARSIGHT_GPU_BENCH=1; tools/gpu_run.sh does): copy bandwidth and
+// bf16 GEMM roofline, decode GEMV bandwidth, decode attention bandwidth, prefill attention
+// throughput. Results are printed as "BENCH name value unit" lines.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "gpu_test_util.h"
+
+using namespace farsight;
+using namespace farsight::gputest;
+
+namespace {
+
+bool bench_enabled() {
+    const char* s = std::getenv("FARSIGHT_GPU_BENCH");
+    return s && s[0] == '1';
+}
+
+#define FS_REQUIRE_BENCH()                                                       \
+    do {                                                                         \
+        FS_REQUIRE_GPU();                                                        \
+        if (!bench_enabled()) GTEST_SKIP() << "set FARSIGHT_GPU_BENCH=1 to run"; \
+    } while (0)
+
+template <typename F>
+double time_ms(Backend& b, int reps, F&& f) {
+    f();
+    b.synchronize();
+    std::vector<double> ms;
+    for (int r = 0; r < reps; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        f();
+        b.synchronize();
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+}
+
+double g_copy_gbps = 0;
+
+}  // namespace
+
+TEST(CudaBench, Roofline) {
+    FS_REQUIRE_BENCH();
+    DeviceRoofline r = measure_device_roofline();
+    g_copy_gbps = r.copy_gbps;
+    std::printf("BENCH device %s (%.1f GiB)\n", r.device_name.c_str(),
+                r.total_mem / double(1u << 30));
+    std::printf("BENCH copy_gbps %.0f GB/s\n", r.copy_gbps);
+    std::printf("BENCH bf16_gemm_8192 %.0f TFLOP/s\n", r.bf16_gemm_tflops);
+    EXPECT_GT(r.copy_gbps, 100.0);
+    EXPECT_GT(r.bf16_gemm_tflops, 10.0);
+}
+
+TEST(CudaBench, DecodeLinear) {
+    FS_REQUIRE_BENCH();
+    Backend& b = gpu();
+    const DType dt = DType::BF16;
+    struct S {
+        int64_t N, K;
+    };
+    for (S s : {S{4096, 4096}, S{14336 * 2, 4096}, S{4096, 14336}, S{1024, 4096}}) {
+        std::vector<float> w(size_t(s.N) * s.K);
+        for (size_t i = 0; i < w.size(); ++i) w[i] = float((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        Tensor tw = upload(b, w, s.N, s.K, dt);
+        w = {};
+        for (int64_t T : {1, 4, 16}) {
+            Tensor x = upload(b, randv(T * s.K, dt), T, s.K, dt);
+            Tensor out = b.alloc(dt, T, s.N);
+            double ms = time_ms(b, 20,
+                                [&] {
+                                    for (int i = 0; i < 50; ++i) b.linear(x, tw, nullptr, out);
+                                }) /
+                        50;
+            double gbps = double(s.N) * s.K * 2 / (ms * 1e-3) / 1e9;
+            std::printf("BENCH linear T=%ld N=%ld K=%ld %.1f us %.0f GB/s (%.0f%% of copy)\n",
+                        long(T), long(s.N), long(s.K), ms * 1e3, gbps,
+                        g_copy_gbps > 0 ? 100 * gbps / g_copy_gbps : 0.0);
+        }
+    }
+}
+
+namespace {
+// Fills the cache with random K/V by running one prefill step, then returns the meta for one
+// decode step (or the prefill meta itself when decode == false).
+BatchMeta make_meta(int64_t n_seqs, int32_t ctx, int32_t q_len, int64_t bs,
+                    std::vector<int32_t>* blocks_out) {
+    BatchMeta m;
+    RopeFreqs rf;
+    rf.inv_freq.assign(64, 1.0f);
+    m.rope.push_back(rf);
+    const int32_t nb = (ctx + int32_t(bs) - 1) / int32_t(bs);
+    for (int64_t s = 0; s < n_seqs; ++s) {
+        SeqSlice sl;
+        sl.q_start = static_cast<int32_t>(m.tokens.size());
+        sl.q_len = q_len;
+        sl.n_past = ctx - q_len;
+        sl.block_table_offset = static_cast<int32_t>(m.block_tables.size());
+        sl.n_blocks = nb;
+        for (int32_t i = 0; i < nb; ++i) m.block_tables.push_back(int32_t(s) * nb + i);
+        m.seqs.push_back(sl);
+        for (int32_t j = 0; j < q_len; ++j) {
+            int32_t pos = sl.n_past + j;
+            m.tokens.push_back(0);
+            m.positions.push_back(pos);
+            m.slot_mapping.push_back((int32_t(s) * nb + pos / int32_t(bs)) * int32_t(bs) +
+                                     pos % int32_t(bs));
+        }
+    }
+    m.max_context_len = ctx;
+    if (blocks_out) *blocks_out = m.block_tables;
+    return m;
+}
+}  // namespace
+
+TEST(CudaBench, Attention) {
+    FS_REQUIRE_BENCH();
+    Backend& b = gpu();
+    const DType dt = DType::BF16;
+    const int64_t H = 32, KVH = 8, D = 128, bs = 16;
+    AttnParams p{H, KVH, D, D, 1.0f / std::sqrt(128.0f), 0};
+    // decode: 16 sequences x 4096 context
+    {
+        const int64_t S = 16;
+        const int32_t ctx = 4096;
+        KVLayout L{1, S * ctx / bs + 1, bs, KVH, D, dt};
+        b.init_kv(L);
+        BatchMeta fill = make_meta(S, ctx, ctx, bs, nullptr);
+        b.begin_forward(fill);
+        const int64_t C = (H + 2 * KVH) * D;
+        Tensor q = upload(b, randv(S * ctx * C, dt), S * ctx, C, dt);
+        Tensor out = b.alloc(dt, S * ctx, H * D);
+        b.attention(0, q, p, out);
+        BatchMeta dec = make_meta(S, ctx, 1, bs, nullptr);
+        b.begin_forward(dec);
+        Tensor q1 = upload(b, randv(S * C, dt), S, C, dt);
+        Tensor o1 = b.alloc(dt, S, H * D);
+        double ms = time_ms(b, 20,
+                            [&] {
+                                for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
+                            }) /
+                    20;
+        double bytes = double(S) * ctx * KVH * D * 2 * 2;
+        std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
+                    bytes / (ms * 1e-3) / 1e9);
+        // prefill of the same batch (16 x 4096 tokens, causal)
+        b.begin_forward(fill);
+        double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
+        double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
+        std::printf("BENCH prefill_attention 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n", pms,
+                    flops / (pms * 1e-3) / 1e12);
+    }
+}
