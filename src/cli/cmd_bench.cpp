@@ -15,12 +15,21 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "engine/session.h"
+#ifdef FARSIGHT_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace farsight::cli {
 namespace {
 
 struct BenchOpts {
     LoadOptions load;
+    // GPU sweep (device cuda)
+    std::vector<int> prefill_lens = {512, 2048, 8192, 32768};
+    std::vector<int> decode_ctxs = {128, 8192, 32768};
+    std::vector<int> decode_batches = {1, 8, 32, 64};
+    int batch_ctx = 1024;
+    std::string commit;
     int prompt = 64;
     int decode = 32;
     std::vector<int> batches = {1};
@@ -39,6 +48,145 @@ std::string iso_date() {
     return buf;
 }
 
+void write_json(const BenchOpts& o, const nlohmann::json& out) {
+    if (o.json_out.empty()) return;
+    std::ofstream f(o.json_out);
+    FS_CHECK(f.good(), "cannot write {}", o.json_out);
+    f << out.dump(2) << "\n";
+    fmt::print("wrote {}\n", o.json_out);
+}
+
+// FLOPs of a forward over n new tokens after `past` cached ones: 2 per weight per token
+// (embedding excluded) plus causal attention (q.k and p.v).
+double forward_flops(const ModelConfig& c, int64_t n, int64_t past) {
+    const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
+    const double Q = static_cast<double>(c.q_dim()), KV = static_cast<double>(c.kv_dim());
+    const double per_layer = H * (Q + 2 * KV) + Q * H + 3 * H * I;
+    const double matmul = 2.0 * n * (static_cast<double>(c.num_layers) * per_layer + H * static_cast<double>(c.vocab_size));
+    // keys seen by query i: past + i + 1
+    const double keys = static_cast<double>(n) * static_cast<double>(past) + static_cast<double>(n) * (n + 1) / 2.0;
+    const double attn = 2.0 * 2.0 * static_cast<double>(c.num_layers) * static_cast<double>(c.num_heads) *
+                        static_cast<double>(c.head_dim) * keys;
+    return matmul + attn;
+}
+
+int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
+#ifndef FARSIGHT_HAVE_CUDA
+    (void)o;
+    (void)out;
+    fail("bench --device {}: this farsight was built without CUDA", o.load.device);
+#else
+    const DeviceRoofline roof = measure_device_roofline(0);
+    out["device_name"] = roof.device_name;
+    out["commit"] = o.commit;
+    out["roofline"] = {{"copy_gbps_read_plus_write", roof.copy_gbps}, {"bf16_gemm_tflops", roof.bf16_gemm_tflops},
+                       {"total_mem_bytes", roof.total_mem}};
+    fmt::print("device: {} | copy {:.0f} GB/s (read+write) | bf16 GEMM {:.0f} TFLOP/s\n", roof.device_name,
+               roof.copy_gbps, roof.bf16_gemm_tflops);
+    LoadOptions lo = o.load;
+    lo.progress = true;
+    if (lo.max_model_len == 0) {
+        int m = 0;
+        for (int x : o.prefill_lens) m = std::max(m, x);
+        for (int x : o.decode_ctxs) m = std::max(m, x + o.decode + 8);
+        lo.max_model_len = m;
+    }
+    Session s(lo);
+    const ModelConfig& c = s.config();
+    Backend& be = s.backend();
+    size_t min_free = be.free_memory();
+    auto track = [&] { min_free = std::min(min_free, be.free_memory()); };
+    out["load_seconds"] = s.load_seconds();
+    out["weights_bytes"] = s.model().weight_bytes();
+    out["kv_capacity_tokens"] = s.kv_capacity_tokens();
+    fmt::print("model: {} ({:.2f} GB of {} weights), KV cache {} tokens, loaded in {:.1f} s\n",
+               out["model"].get<std::string>(), static_cast<double>(s.model().weight_bytes()) / 1e9,
+               dtype_name(s.model().weight_dtype()), s.kv_capacity_tokens(), s.load_seconds());
+    std::mt19937 rng(1);
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size) - 1);
+    auto ids = [&](int n) {
+        std::vector<int32_t> v(static_cast<size_t>(n));
+        for (auto& x : v) x = tok(rng);
+        return v;
+    };
+
+    // ---- prefill ----
+    nlohmann::json pre = nlohmann::json::array();
+    for (int n : o.prefill_lens) {
+        if (n > s.kv_capacity_tokens() || n > s.max_model_len()) continue;
+        const auto p = ids(n);
+        double best = 1e30;
+        for (int rep = 0; rep < 2; ++rep) {  // first run warms up (plans, allocator)
+            BlockTable t;
+            SeqStep st{&t, p, false};
+            be.synchronize();
+            const double t0 = now_s();
+            s.forward(std::span<SeqStep>(&st, 1));
+            be.synchronize();
+            best = std::min(best, now_s() - t0);
+            track();
+            t.release(s.pool());
+        }
+        const double flops = forward_flops(c, n, 0);
+        const double mfu = 100.0 * flops / best / (roof.bf16_gemm_tflops * 1e12);
+        fmt::print("prefill {:6d} tokens: {:8.3f} s  {:9.0f} tok/s  MFU {:5.1f}% of measured bf16 GEMM rate\n", n,
+                   best, n / best, mfu);
+        pre.push_back({{"tokens", n}, {"seconds", best}, {"tok_s", n / best}, {"model_tflop", flops / 1e12},
+                       {"mfu_pct", mfu}});
+    }
+    out["prefill"] = pre;
+
+    // ---- decode: contexts are filled without computing them (timing depends only on lengths) ----
+    auto decode_run = [&](int B, int ctx) -> nlohmann::json {
+        if (static_cast<int64_t>(B) * (ctx + o.decode + 1) > s.kv_capacity_tokens() ||
+            ctx + o.decode + 1 > s.max_model_len())
+            return nullptr;
+        std::vector<BlockTable> tables(static_cast<size_t>(B));
+        for (auto& t : tables) {
+            t.reserve(s.pool(), ctx, s.block_size());
+            t.set_cached(ctx);
+        }
+        std::vector<int32_t> last(static_cast<size_t>(B));
+        std::vector<double> times;
+        for (int i = 0; i < o.decode + 3; ++i) {
+            std::vector<SeqStep> steps;
+            for (int b = 0; b < B; ++b) {
+                last[static_cast<size_t>(b)] = tok(rng);
+                steps.push_back({&tables[static_cast<size_t>(b)], std::span<const int32_t>(&last[static_cast<size_t>(b)], 1), false});
+            }
+            const double t0 = now_s();
+            s.forward(steps);  // reads back the logits: includes the device sync
+            if (i >= 3) times.push_back(now_s() - t0);
+        }
+        track();
+        for (auto& t : tables) t.release(s.pool());
+        std::sort(times.begin(), times.end());
+        const double med = times[times.size() / 2];
+        const int64_t mid = ctx + o.decode / 2;
+        const double kv = static_cast<double>(s.model().decode_bytes(mid) - s.model().decode_bytes(0));
+        const double bytes = static_cast<double>(s.model().decode_bytes(0)) + B * kv;
+        // roofline: reading those bytes once at the measured copy bandwidth
+        const double roof_s = bytes / (roof.copy_gbps * 1e9);
+        const double pct = 100.0 * roof_s / med;
+        fmt::print("decode batch {:3d} ctx {:6d}: {:8.1f} tok/s ({:7.3f} ms/step) | {:6.0f} GB/s | {:5.1f}% of roofline\n",
+                   B, ctx, B / med, med * 1e3, bytes / med / 1e9, pct);
+        return {{"batch", B}, {"context", ctx}, {"tok_s", B / med}, {"step_ms", med * 1e3},
+                {"bytes_per_step", bytes}, {"gbps", bytes / med / 1e9}, {"pct_of_roofline", pct}};
+    };
+    nlohmann::json dec = nlohmann::json::array();
+    for (int ctx : o.decode_ctxs)
+        if (auto r = decode_run(1, ctx); !r.is_null()) dec.push_back(r);
+    for (int B : o.decode_batches)
+        if (auto r = decode_run(B, o.batch_ctx); !r.is_null()) dec.push_back(r);
+    out["decode"] = dec;
+    out["peak_device_memory_bytes"] = roof.total_mem - min_free;
+    fmt::print("peak device memory in use: {:.2f} GB of {:.2f} GB\n", static_cast<double>(roof.total_mem - min_free) / 1e9,
+               static_cast<double>(roof.total_mem) / 1e9);
+    write_json(o, out);
+    return 0;
+#endif
+}
+
 int run_bench(const BenchOpts& o) {
     nlohmann::json out;
     out["date"] = iso_date();
@@ -55,7 +203,7 @@ int run_bench(const BenchOpts& o) {
         fmt::print("memory bandwidth: copy {:.2f} GB/s (read+write), read {:.2f} GB/s ({} threads)\n",
                    copy_gbps, read_gbps, pool.size());
     } else {
-        fail("bench on {}: the CUDA benchmark is not built into this binary", o.load.device);
+        return run_bench_gpu(o, out);
     }
 
     LoadOptions lo = o.load;
@@ -123,12 +271,7 @@ int run_bench(const BenchOpts& o) {
                         {"decode_gbps", gbps}, {"pct_of_copy_bandwidth", pct}});
     }
     out["runs"] = runs;
-    if (!o.json_out.empty()) {
-        std::ofstream f(o.json_out);
-        FS_CHECK(f.good(), "cannot write {}", o.json_out);
-        f << out.dump(2) << "\n";
-        fmt::print("wrote {}\n", o.json_out);
-    }
+    write_json(o, out);
     return 0;
 }
 
@@ -142,6 +285,13 @@ Register reg("bench", "Measure prefill/decode throughput against the memory-band
                  app.add_option("--bw-mb", o->bw_bytes_mb, "Buffer size (MiB) of the bandwidth measurement")
                      ->capture_default_str();
                  app.add_option("--json", o->json_out, "Write the results as JSON to this file");
+                 app.add_option("--prefill-lens", o->prefill_lens, "GPU: prompt lengths to time prefill at")
+                     ->capture_default_str();
+                 app.add_option("--decode-ctx", o->decode_ctxs, "GPU: contexts for batch-1 decode")->capture_default_str();
+                 app.add_option("--decode-batches", o->decode_batches, "GPU: batch sizes for decode at --batch-ctx")
+                     ->capture_default_str();
+                 app.add_option("--batch-ctx", o->batch_ctx, "GPU: context of the batched decode runs")->capture_default_str();
+                 app.add_option("--commit", o->commit, "Commit id recorded in the JSON");
                  return [o] { return run_bench(*o); };
              });
 

@@ -180,7 +180,7 @@ void Model::ensure_workspace(int64_t T, int64_t R) {
     if (R > ws_rows_) {
         const int64_t cap = std::max<int64_t>(R, 16);
         last_ = be_.alloc(a, cap, c.hidden_size);
-        logits_ = be_.alloc(DType::F32, cap, c.vocab_size);
+        logits_ = be_.alloc(a, cap, c.vocab_size);  // bf16 on GPU, like transformers
         ws_rows_ = cap;
     }
 }

@@ -214,6 +214,8 @@ class CudaBackend final : public Backend {
                            dtype_name(act_));
     }
     DType activation_dtype() const override { return act_; }
+    DType default_weight_dtype(DType) const override { return act_; }
+    bool fuse_weights() const override { return true; }
 
     Tensor alloc(DType dtype, int64_t rows, int64_t cols) override {
         FS_CHECK(rows >= 0 && cols >= 0, "alloc: bad shape [{}, {}]", rows, cols);
@@ -299,7 +301,8 @@ class CudaBackend final : public Backend {
     void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
     void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                      Tensor& out) override;
-    void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+    void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
+                int64_t col0 = 0) override;
     void rope(Tensor& qkv, const AttnParams& p) override;
     void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) override;
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
@@ -556,7 +559,9 @@ void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w
                    stream_->get());
 }
 
-void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
+void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
+                         int64_t col0) {
+    FS_CHECK(col0 == 0, "linear: the CUDA backend fuses weights and writes whole rows (col0 {})", col0);
     check_act(x, "linear");
     check_act(out, "linear");
     FS_CHECK(w.dtype == act_,
