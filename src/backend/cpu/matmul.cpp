@@ -341,28 +341,39 @@ void run(const Args& a, ThreadPool& pool) {
         default: fail("matmul: internal error: unexpected weight dtype");
     }
     const int nt = pool.size();
-    // Contiguous chunks of N aligned to 16 rows; split T instead when N is too small to keep
-    // every thread busy and T is large.
-    constexpr int64_t kAlign = 16;
-    const int64_t n_units = (a.N + kAlign - 1) / kAlign;
-    if (nt == 1 || (n_units < nt && a.T < 8 * nt) || a.T * a.N * a.K < 32 * 1024) {
+    if (nt == 1 || a.T * a.N * std::max<int64_t>(a.K, 1) < 32 * 1024) {
         fn(a, 0, a.T, 0, a.N);
         return;
     }
-    if (n_units >= nt) {
-        pool.run_on_all([&](int i) {
-            const int64_t n0 = std::min(a.N, n_units * i / nt * kAlign);
-            const int64_t n1 = std::min(a.N, n_units * (i + 1) / nt * kAlign);
-            if (n0 < n1) fn(a, 0, a.T, n0, n1);
-        });
+    // Work is handed out in contiguous chunks through an atomic counter, several per thread,
+    // so that a thread slowed down by another process on its core does not hold up the call.
+    // Chunks are ranges of N (aligned to 16 rows, about kChunkBytes of weights each, at least
+    // as many as the prefill path converts at once) or, when N is too small to share and T is
+    // large, ranges of T (multiples of 4 rows).
+    constexpr int64_t kAlign = 16;
+    constexpr int64_t kChunkBytes = 256 * 1024;
+    const int64_t row_bytes = std::max<int64_t>(a.K, 1) * static_cast<int64_t>(dtype_size(a.wtype));
+    const int64_t n_units = (a.N + kAlign - 1) / kAlign;
+    const bool split_t = n_units < 2 * nt && a.T >= 8 * nt;
+    int64_t unit, n_chunks;
+    if (!split_t) {
+        const int64_t by_bytes = std::max<int64_t>(1, kChunkBytes / (row_bytes * kAlign));
+        const int64_t by_count = std::max<int64_t>(1, n_units / (4 * nt));
+        unit = kAlign * std::min(by_bytes, by_count);
+        n_chunks = (a.N + unit - 1) / unit;
     } else {
-        const int64_t t_units = (a.T + 3) / 4;
-        pool.run_on_all([&](int i) {
-            const int64_t t0 = std::min(a.T, t_units * i / nt * 4);
-            const int64_t t1 = std::min(a.T, t_units * (i + 1) / nt * 4);
-            if (t0 < t1) fn(a, t0, t1, 0, a.N);
-        });
+        unit = 4 * std::max<int64_t>(1, (a.T + 4 * 4 * nt - 1) / (4 * 4 * nt));
+        n_chunks = (a.T + unit - 1) / unit;
     }
+    std::atomic<int64_t> next{0};
+    pool.run_on_all([&](int) {
+        for (;;) {
+            const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+            if (c >= n_chunks) break;
+            if (!split_t) fn(a, 0, a.T, c * unit, std::min(a.N, (c + 1) * unit));
+            else fn(a, c * unit, std::min(a.T, (c + 1) * unit), 0, a.N);
+        }
+    });
 }
 
 }  // namespace
