@@ -84,6 +84,7 @@ struct ScalarIsa {
 #endif
     }
     static float hsum(V v) { return v; }
+    static void pin(V&) {}
     static void store(float* p, V v) { *p = v; }
     static void store_tail(float* p, V v, int) { *p = v; }
 };
@@ -128,6 +129,9 @@ struct Avx2Isa {
         }
     }
     static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    // Keeps a loaded vector in a register: without this GCC folds the load into every FMA
+    // that uses it, turning one load into TR loads and making the tile load-bound.
+    static void pin(V& v) { asm("" : "+x"(v)); }
     static float hsum(V v) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -147,8 +151,10 @@ struct Avx512Isa {
     static constexpr int W = 16;
     static constexpr int kGemvNR = 8;
     static constexpr int kGemmMinT = 4;
+    // 4 x 6 tile: 24 accumulators + 4 x vectors + 1 weight vector of the 32 zmm registers;
+    // 10 loads per 24 FMAs.
     static constexpr int kGemmTR = 4;
-    static constexpr int kGemmNR = 4;
+    static constexpr int kGemmNR = 6;
     static V zero() { return _mm512_setzero_ps(); }
     static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
     static V loadx(const float* p) { return _mm512_loadu_ps(p); }
@@ -168,6 +174,7 @@ struct Avx512Isa {
         else return widen(_mm256_maskz_loadu_epi16(tail_mask(n), p), S{});
     }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static void pin(V& v) { asm("" : "+v"(v)); }  // see Avx2Isa::pin
     static float hsum(V v) {
         const __m256 lo = _mm512_castps512_ps256(v);
         const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
@@ -184,30 +191,44 @@ struct Avx512Isa {
 
 // ---------------------------------------------------------------- kernels ----
 
-// out[t * ldo + n] = dot(x[t * ldx + :K], w[n * ldw + :K]) (+ bias[n]) for t < TR, n < NR.
+// Accumulates x[t * ldx + k] * w[n * ldw + k] for k in [k0, k1) into a TR x NR tile of vector
+// accumulators. `first`: start from zero, else from acc_io (the state a previous k-range left).
+// `last` (k1 == K): the zero-padded tail k in [k1 - (k1 - k0) % W, k1) is included and
+// out[t * ldo + n] = hsum(acc) (+ bias[n]) is written; otherwise the state goes to acc_io.
+// Splitting [0, K) into ranges (multiples of W except the last) gives bitwise the same result.
 template <class I, class S, int TR, int NR>
-inline void micro(const float* x, int64_t ldx, const typename S::T* w, int64_t ldw, int64_t K,
-                  const float* bias, float* out, int64_t ldo) {
+inline void micro(const float* x, int64_t ldx, const typename S::T* w, int64_t ldw, int64_t k0,
+                  int64_t k1, bool first, bool last, float* acc_io, const float* bias, float* out,
+                  int64_t ldo) {
     using V = typename I::V;
     V acc[TR][NR];
 #pragma GCC unroll 32
     for (int t = 0; t < TR; ++t)
 #pragma GCC unroll 32
-        for (int n = 0; n < NR; ++n) acc[t][n] = I::zero();
-    int64_t k = 0;
-    for (; k + I::W <= K; k += I::W) {
+        for (int n = 0; n < NR; ++n)
+            acc[t][n] = first ? I::zero() : I::loadx(acc_io + (t * NR + n) * I::W);
+    int64_t k = k0;
+    for (; k + I::W <= k1; k += I::W) {
         V xv[TR];
 #pragma GCC unroll 32
         for (int t = 0; t < TR; ++t) xv[t] = I::loadx(x + t * ldx + k);
 #pragma GCC unroll 32
         for (int n = 0; n < NR; ++n) {
-            const V wv = I::template loadw<S>(w + n * ldw + k);
+            V wv = I::template loadw<S>(w + n * ldw + k);
+            if constexpr (TR > 1) I::pin(wv);
 #pragma GCC unroll 32
             for (int t = 0; t < TR; ++t) acc[t][n] = I::fma(xv[t], wv, acc[t][n]);
         }
     }
-    if (k < K) {
-        const int rem = static_cast<int>(K - k);
+    if (!last) {
+#pragma GCC unroll 32
+        for (int t = 0; t < TR; ++t)
+#pragma GCC unroll 32
+            for (int n = 0; n < NR; ++n) I::store(acc_io + (t * NR + n) * I::W, acc[t][n]);
+        return;
+    }
+    if (k < k1) {
+        const int rem = static_cast<int>(k1 - k);
         V xv[TR];
 #pragma GCC unroll 32
         for (int t = 0; t < TR; ++t) xv[t] = I::loadx_tail(x + t * ldx + k, rem);
@@ -228,6 +249,13 @@ inline void micro(const float* x, int64_t ldx, const typename S::T* w, int64_t l
         }
 }
 
+// Whole dot products (k in [0, K)), for the decode path.
+template <class I, class S, int TR, int NR>
+inline void micro_full(const float* x, int64_t K, const typename S::T* w, const float* bias,
+                       float* out, int64_t ldo) {
+    micro<I, S, TR, NR>(x, K, w, K, 0, K, true, true, nullptr, bias, out, ldo);
+}
+
 struct Args {
     const float* x;
     int64_t T, K;
@@ -238,16 +266,16 @@ struct Args {
     float* out;
 };
 
-// Rows [n0, n1) of rows x[0, TR) of W streamed from memory (TR small).
+// Rows [n0, n1) of W against TR rows of x, weights streamed from memory (decode, small T).
 template <class I, class S, int TR>
 void gemv_rows(const float* x, int64_t K, const typename S::T* W, int64_t n0, int64_t n1,
                const float* bias, float* out, int64_t ldo) {
     constexpr int NR = I::kGemvNR;
     int64_t n = n0;
     for (; n + NR <= n1; n += NR)
-        micro<I, S, TR, NR>(x, K, W + n * K, K, K, bias ? bias + n : nullptr, out + n, ldo);
+        micro_full<I, S, TR, NR>(x, K, W + n * K, bias ? bias + n : nullptr, out + n, ldo);
     for (; n < n1; ++n)
-        micro<I, S, TR, 1>(x, K, W + n * K, K, K, bias ? bias + n : nullptr, out + n, ldo);
+        micro_full<I, S, TR, 1>(x, K, W + n * K, bias ? bias + n : nullptr, out + n, ldo);
 }
 
 template <class I, class S>
@@ -255,41 +283,68 @@ void gemv_rect(const Args& a, int64_t t0, int64_t t1, int64_t n0, int64_t n1) {
     const auto* W = static_cast<const typename S::T*>(a.W);
     const int64_t K = a.K, N = a.N;
     int64_t t = t0;
-    // TR = 1..3 at once (all of this path's T).
     for (; t + 3 <= t1; t += 3)
         gemv_rows<I, S, 3>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
     if (t1 - t == 2) gemv_rows<I, S, 2>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
     else if (t1 - t == 1) gemv_rows<I, S, 1>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
 }
 
+// Prefill blocking: rows of x per T block, k per K block (x and W slices of a K block stay in
+// L1 while the accumulator tiles go through a per-thread buffer between K blocks).
+constexpr int64_t kTBlock = 64;
+constexpr int64_t kKBlock = 256;
+
 // Rows [t0, t1) x cols [0, nb) of the output, with f32 weights w (nb rows, stride K).
 template <class I>
 void gemm_tile(const Args& a, int64_t t0, int64_t t1, const float* w, int64_t nb,
                const float* bias, float* out) {
     constexpr int TR = I::kGemmTR, NR = I::kGemmNR;
+    static_assert(kKBlock % I::W == 0);
     const int64_t K = a.K, N = a.N;
-    int64_t t = t0;
-    for (; t + TR <= t1; t += TR) {
-        const float* xt = a.x + t * K;
-        float* ot = out + t * N;
-        int64_t n = 0;
-        for (; n + NR <= nb; n += NR)
-            micro<I, SrcF32, TR, NR>(xt, K, w + n * K, K, K, bias ? bias + n : nullptr, ot + n, N);
-        for (; n < nb; ++n)
-            micro<I, SrcF32, TR, 1>(xt, K, w + n * K, K, K, bias ? bias + n : nullptr, ot + n, N);
-    }
-    for (; t < t1; ++t) {
-        const float* xt = a.x + t * K;
-        float* ot = out + t * N;
-        int64_t n = 0;
-        for (; n + NR <= nb; n += NR)
-            micro<I, SrcF32, 1, NR>(xt, K, w + n * K, K, K, bias ? bias + n : nullptr, ot + n, N);
-        for (; n < nb; ++n)
-            micro<I, SrcF32, 1, 1>(xt, K, w + n * K, K, K, bias ? bias + n : nullptr, ot + n, N);
+    thread_local std::vector<float> accbuf;
+    const size_t need = static_cast<size_t>(std::min(kTBlock, t1 - t0) * nb * I::W);
+    if (accbuf.size() < need) accbuf.resize(need);
+    for (int64_t tb = t0; tb < t1; tb += kTBlock) {
+        const int64_t te = std::min(t1, tb + kTBlock);
+        for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKBlock) {
+            const int64_t k1 = std::min(K, k0 + kKBlock);
+            const bool first = k0 == 0, last = k1 == K;
+            // The accumulator tile of output (t, n) lives at accbuf + ((t - tb) * nb + n) * W
+            // (tiles are stored row-major within their TR x NR block, at the block's origin).
+            int64_t t = tb;
+            for (; t + TR <= te; t += TR) {
+                const float* xt = a.x + t * K;
+                float* ot = out + t * N;
+                float* acc = accbuf.data() + (t - tb) * nb * I::W;
+                int64_t n = 0;
+                for (; n + NR <= nb; n += NR)
+                    micro<I, SrcF32, TR, NR>(xt, K, w + n * K, K, k0, k1, first, last,
+                                             acc + n * TR * I::W, bias ? bias + n : nullptr,
+                                             ot + n, N);
+                for (; n < nb; ++n)
+                    micro<I, SrcF32, TR, 1>(xt, K, w + n * K, K, k0, k1, first, last,
+                                            acc + n * TR * I::W, bias ? bias + n : nullptr,
+                                            ot + n, N);
+            }
+            for (; t < te; ++t) {
+                const float* xt = a.x + t * K;
+                float* ot = out + t * N;
+                float* acc = accbuf.data() + (t - tb) * nb * I::W;
+                int64_t n = 0;
+                for (; n + NR <= nb; n += NR)
+                    micro<I, SrcF32, 1, NR>(xt, K, w + n * K, K, k0, k1, first, last,
+                                            acc + n * I::W, bias ? bias + n : nullptr, ot + n,
+                                            N);
+                for (; n < nb; ++n)
+                    micro<I, SrcF32, 1, 1>(xt, K, w + n * K, K, k0, k1, first, last,
+                                           acc + n * I::W, bias ? bias + n : nullptr, ot + n, N);
+            }
+            if (last) break;
+        }
     }
 }
 
-// Exact conversion of rows*K weights to f32.
+// Exact conversion of `count` weights to f32.
 template <class I, class S>
 void convert_rows(const typename S::T* src, int64_t count, float* dst) {
     int64_t i = 0;
@@ -300,14 +355,20 @@ void convert_rows(const typename S::T* src, int64_t count, float* dst) {
     }
 }
 
-// Weight rows per block in the prefill path: about kBlockBytes of f32 weights (stays in L2).
-constexpr int64_t kBlockBytes = 160 * 1024;
+// Weight rows per block in the prefill path: about kBlockBytes of f32 weights (kept in L2),
+// between 2 and 6 register tiles.
+constexpr int64_t kBlockBytes = 256 * 1024;
+template <class I>
+int64_t gemm_rows_per_block(int64_t K) {
+    constexpr int64_t NR = I::kGemmNR;
+    const int64_t rows = kBlockBytes / (std::max<int64_t>(K, 1) * 4) / NR * NR;
+    return std::clamp<int64_t>(rows, 2 * NR, 6 * NR);
+}
 
 template <class I, class S>
 void gemm_rect(const Args& a, int64_t t0, int64_t t1, int64_t n0, int64_t n1) {
     const int64_t K = a.K;
-    constexpr int NR = I::kGemmNR;
-    int64_t nb = std::max<int64_t>(NR, kBlockBytes / (std::max<int64_t>(K, 1) * 4) / NR * NR);
+    const int64_t nb = gemm_rows_per_block<I>(K);
     thread_local std::vector<float> buf;
     for (int64_t n = n0; n < n1; n += nb) {
         const int64_t rows = std::min(nb, n1 - n);
@@ -356,7 +417,10 @@ void run(const Args& a, ThreadPool& pool) {
     const int64_t n_units = (a.N + kAlign - 1) / kAlign;
     const bool split_t = n_units < 2 * nt && a.T >= 8 * nt;
     int64_t unit, n_chunks;
-    if (!split_t) {
+    if (!split_t && a.T >= I::kGemmMinT) {
+        unit = gemm_rows_per_block<I>(a.K);
+        n_chunks = (a.N + unit - 1) / unit;
+    } else if (!split_t) {
         const int64_t by_bytes = std::max<int64_t>(1, kChunkBytes / (row_bytes * kAlign));
         const int64_t by_count = std::max<int64_t>(1, n_units / (4 * nt));
         unit = kAlign * std::min(by_bytes, by_count);
