@@ -67,20 +67,28 @@ int main(int argc, char** argv) {
     std::string isa = "auto";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-        else if (a == "--isa" && i + 1 < argc) isa = argv[++i];
-        else if (a == "--quick") quick = true;
+        if (a == "--threads" && i + 1 < argc)
+            threads = std::atoi(argv[++i]);
+        else if (a == "--isa" && i + 1 < argc)
+            isa = argv[++i];
+        else if (a == "--quick")
+            quick = true;
         else {
-            std::fprintf(stderr, "usage: %s [--threads N] [--isa auto|avx512|avx2|scalar] [--quick]\n",
+            std::fprintf(stderr,
+                         "usage: %s [--threads N] [--isa auto|avx512|avx2|scalar] [--quick]\n",
                          argv[0]);
             return 2;
         }
     }
     try {
-        if (isa == "avx512") set_matmul_isa(MatmulIsa::Avx512);
-        else if (isa == "avx2") set_matmul_isa(MatmulIsa::Avx2);
-        else if (isa == "scalar") set_matmul_isa(MatmulIsa::Scalar);
-        else if (isa != "auto") fail("unknown --isa {} (use auto, avx512, avx2 or scalar)", isa);
+        if (isa == "avx512")
+            set_matmul_isa(MatmulIsa::Avx512);
+        else if (isa == "avx2")
+            set_matmul_isa(MatmulIsa::Avx2);
+        else if (isa == "scalar")
+            set_matmul_isa(MatmulIsa::Scalar);
+        else if (isa != "auto")
+            fail("unknown --isa {} (use auto, avx512, avx2 or scalar)", isa);
 
         ThreadPool pool(threads);
         std::printf("threads: %d, matmul path: %s\n", pool.size(),
@@ -96,8 +104,10 @@ int main(int argc, char** argv) {
             const char* name;
             int64_t K, N;
         };
-        const Shape shapes[] = {{"q/o_proj", 2048, 2048}, {"k/v_proj", 2048, 256},
-                                {"gate/up", 2048, 5632},  {"down", 5632, 2048},
+        const Shape shapes[] = {{"q/o_proj", 2048, 2048},
+                                {"k/v_proj", 2048, 256},
+                                {"gate/up", 2048, 5632},
+                                {"down", 5632, 2048},
                                 {"lm_head", 2048, 32000}};
         std::printf("decode T=1 (weights streamed from DRAM)\n");
         std::printf("%-10s %-6s %6s %6s %10s %9s %9s %8s\n", "matrix", "dtype", "K", "N",
@@ -120,8 +130,8 @@ int main(int argc, char** argv) {
                 };
                 for (int c = 0; c < copies; ++c) call(c);  // warm-up (page faults, pool)
                 // Batches of >= 128 MiB streamed, a multiple of the copies.
-                const int calls = copies * std::max(1, static_cast<int>((size_t(128) << 20) /
-                                                                        (wbytes * copies)));
+                const int calls =
+                    copies * std::max(1, static_cast<int>((size_t(128) << 20) / (wbytes * copies)));
                 const double sec = time_per_call(call, calls, quick ? 5 : 12);
                 const double gbs = static_cast<double>(wbytes) / sec / 1e9;
                 std::printf("%-10s %-6s %6lld %6lld %10.1f %9.1f %8.0f%% %8.1f\n", s.name,

@@ -85,8 +85,8 @@ std::vector<float> run_matmul(const std::vector<float>& x, int64_t T, int64_t K,
 }
 
 // Max over outputs of |out - ref| / (sum_k |x w| + |bias|), with ref in double.
-void expect_close(const std::vector<float>& out, const std::vector<float>& x, int64_t T,
-                  int64_t K, const Weights& w, int64_t N, const float* bias, double tol,
+void expect_close(const std::vector<float>& out, const std::vector<float>& x, int64_t T, int64_t K,
+                  const Weights& w, int64_t N, const float* bias, double tol,
                   const std::string& what) {
     int bad = 0;
     for (int64_t t = 0; t < T; ++t) {
@@ -104,8 +104,8 @@ void expect_close(const std::vector<float>& out, const std::vector<float>& x, in
             const float o = out[t * N + n];
             const double err = std::fabs(o - ref) / std::max(mag, 1e-30);
             if (!(err <= tol) && bad++ < 5)  // also catches NaN (unwritten) outputs
-                ADD_FAILURE() << what << ": out[" << t << "," << n << "] = " << o
-                              << ", reference " << ref << ", relative error " << err;
+                ADD_FAILURE() << what << ": out[" << t << "," << n << "] = " << o << ", reference "
+                              << ref << ", relative error " << err;
         }
     }
     EXPECT_EQ(bad, 0) << what << ": " << bad << " wrong outputs";
@@ -201,8 +201,8 @@ TEST_P(MatmulPaths, RowsAreBitwiseIndependentOfBatch) {
                 const auto part = run_matmul(xs, len, K, w, N, b.data(), pool2());
                 ASSERT_EQ(0, std::memcmp(part.data(), full.data() + t0 * N,
                                          static_cast<size_t>(len * N) * sizeof(float)))
-                    << matmul_isa_name(isa) << " " << dtype_name(dt) << ": rows " << t0
-                    << ".." << t0 + len << " differ from the batched result";
+                    << matmul_isa_name(isa) << " " << dtype_name(dt) << ": rows " << t0 << ".."
+                    << t0 + len << " differ from the batched result";
             }
         }
     }

@@ -68,9 +68,12 @@ struct ScalarIsa {
     static V loadx_tail(const float* p, int) { return *p; }  // never called (W == 1)
     template <class S>
     static V loadw(const typename S::T* p) {
-        if constexpr (std::is_same_v<S, SrcF32>) return *p;
-        else if constexpr (std::is_same_v<S, SrcBF16>) return bf16_to_f32(*p);
-        else return f16_to_f32(*p);
+        if constexpr (std::is_same_v<S, SrcF32>)
+            return *p;
+        else if constexpr (std::is_same_v<S, SrcBF16>)
+            return bf16_to_f32(*p);
+        else
+            return f16_to_f32(*p);
     }
     template <class S>
     static V loadw_tail(const typename S::T* p, int) {
@@ -83,10 +86,16 @@ struct ScalarIsa {
         return c + a * b;
 #endif
     }
-    static float hsum(V v) { return v; }
+    static float hsum(V v) {
+        return v;
+    }
     static void pin(V&) {}
-    static void store(float* p, V v) { *p = v; }
-    static void store_tail(float* p, V v, int) { *p = v; }
+    static void store(float* p, V v) {
+        *p = v;
+    }
+    static void store_tail(float* p, V v, int) {
+        *p = v;
+    }
 };
 
 // ---------------------------------------------------------------- AVX2 ----
@@ -114,8 +123,10 @@ struct Avx2Isa {
             return _mm256_loadu_ps(p);
         } else {
             const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-            if constexpr (std::is_same_v<S, SrcBF16>) return widen_bf16(h);
-            else return _mm256_cvtph_ps(h);
+            if constexpr (std::is_same_v<S, SrcBF16>)
+                return widen_bf16(h);
+            else
+                return _mm256_cvtph_ps(h);
         }
     }
     template <class S>
@@ -165,13 +176,17 @@ struct Avx512Isa {
     static V widen(__m256i h, SrcF16) { return _mm512_cvtph_ps(h); }
     template <class S>
     static V loadw(const typename S::T* p) {
-        if constexpr (std::is_same_v<S, SrcF32>) return _mm512_loadu_ps(p);
-        else return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), S{});
+        if constexpr (std::is_same_v<S, SrcF32>)
+            return _mm512_loadu_ps(p);
+        else
+            return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), S{});
     }
     template <class S>
     static V loadw_tail(const typename S::T* p, int n) {
-        if constexpr (std::is_same_v<S, SrcF32>) return _mm512_maskz_loadu_ps(tail_mask(n), p);
-        else return widen(_mm256_maskz_loadu_epi16(tail_mask(n), p), S{});
+        if constexpr (std::is_same_v<S, SrcF32>)
+            return _mm512_maskz_loadu_ps(tail_mask(n), p);
+        else
+            return widen(_mm256_maskz_loadu_epi16(tail_mask(n), p), S{});
     }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static void pin(V& v) { asm("" : "+v"(v)); }  // see Avx2Isa::pin
@@ -285,8 +300,10 @@ void gemv_rect(const Args& a, int64_t t0, int64_t t1, int64_t n0, int64_t n1) {
     int64_t t = t0;
     for (; t + 3 <= t1; t += 3)
         gemv_rows<I, S, 3>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
-    if (t1 - t == 2) gemv_rows<I, S, 2>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
-    else if (t1 - t == 1) gemv_rows<I, S, 1>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
+    if (t1 - t == 2)
+        gemv_rows<I, S, 2>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
+    else if (t1 - t == 1)
+        gemv_rows<I, S, 1>(a.x + t * K, K, W, n0, n1, a.bias, a.out + t * N, N);
 }
 
 // Prefill blocking: rows of x per T block, k per K block (x and W slices of a K block stay in
@@ -296,8 +313,8 @@ constexpr int64_t kKBlock = 256;
 
 // Rows [t0, t1) x cols [0, nb) of the output, with f32 weights w (nb rows, stride K).
 template <class I>
-void gemm_tile(const Args& a, int64_t t0, int64_t t1, const float* w, int64_t nb,
-               const float* bias, float* out) {
+void gemm_tile(const Args& a, int64_t t0, int64_t t1, const float* w, int64_t nb, const float* bias,
+               float* out) {
     constexpr int TR = I::kGemmTR, NR = I::kGemmNR;
     static_assert(kKBlock % I::W == 0);
     const int64_t K = a.K, N = a.N;
@@ -319,12 +336,12 @@ void gemm_tile(const Args& a, int64_t t0, int64_t t1, const float* w, int64_t nb
                 int64_t n = 0;
                 for (; n + NR <= nb; n += NR)
                     micro<I, SrcF32, TR, NR>(xt, K, w + n * K, K, k0, k1, first, last,
-                                             acc + n * TR * I::W, bias ? bias + n : nullptr,
-                                             ot + n, N);
+                                             acc + n * TR * I::W, bias ? bias + n : nullptr, ot + n,
+                                             N);
                 for (; n < nb; ++n)
                     micro<I, SrcF32, TR, 1>(xt, K, w + n * K, K, k0, k1, first, last,
-                                            acc + n * TR * I::W, bias ? bias + n : nullptr,
-                                            ot + n, N);
+                                            acc + n * TR * I::W, bias ? bias + n : nullptr, ot + n,
+                                            N);
             }
             for (; t < te; ++t) {
                 const float* xt = a.x + t * K;
@@ -333,11 +350,10 @@ void gemm_tile(const Args& a, int64_t t0, int64_t t1, const float* w, int64_t nb
                 int64_t n = 0;
                 for (; n + NR <= nb; n += NR)
                     micro<I, SrcF32, 1, NR>(xt, K, w + n * K, K, k0, k1, first, last,
-                                            acc + n * I::W, bias ? bias + n : nullptr, ot + n,
-                                            N);
+                                            acc + n * I::W, bias ? bias + n : nullptr, ot + n, N);
                 for (; n < nb; ++n)
-                    micro<I, SrcF32, 1, 1>(xt, K, w + n * K, K, k0, k1, first, last,
-                                           acc + n * I::W, bias ? bias + n : nullptr, ot + n, N);
+                    micro<I, SrcF32, 1, 1>(xt, K, w + n * K, K, k0, k1, first, last, acc + n * I::W,
+                                           bias ? bias + n : nullptr, ot + n, N);
             }
             if (last) break;
         }
@@ -388,18 +404,27 @@ void gemm_rect(const Args& a, int64_t t0, int64_t t1, int64_t n0, int64_t n1) {
 
 template <class I, class S>
 void rect(const Args& a, int64_t t0, int64_t t1, int64_t n0, int64_t n1) {
-    if (t1 - t0 < I::kGemmMinT) gemv_rect<I, S>(a, t0, t1, n0, n1);
-    else gemm_rect<I, S>(a, t0, t1, n0, n1);
+    if (t1 - t0 < I::kGemmMinT)
+        gemv_rect<I, S>(a, t0, t1, n0, n1);
+    else
+        gemm_rect<I, S>(a, t0, t1, n0, n1);
 }
 
 template <class I>
 void run(const Args& a, ThreadPool& pool) {
     void (*fn)(const Args&, int64_t, int64_t, int64_t, int64_t) = nullptr;
     switch (a.wtype) {
-        case DType::F32: fn = &rect<I, SrcF32>; break;
-        case DType::BF16: fn = &rect<I, SrcBF16>; break;
-        case DType::F16: fn = &rect<I, SrcF16>; break;
-        default: fail("matmul: internal error: unexpected weight dtype");
+        case DType::F32:
+            fn = &rect<I, SrcF32>;
+            break;
+        case DType::BF16:
+            fn = &rect<I, SrcBF16>;
+            break;
+        case DType::F16:
+            fn = &rect<I, SrcF16>;
+            break;
+        default:
+            fail("matmul: internal error: unexpected weight dtype");
     }
     const int nt = pool.size();
     if (nt == 1 || a.T * a.N * std::max<int64_t>(a.K, 1) < 32 * 1024) {
@@ -434,8 +459,10 @@ void run(const Args& a, ThreadPool& pool) {
         for (;;) {
             const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
             if (c >= n_chunks) break;
-            if (!split_t) fn(a, 0, a.T, c * unit, std::min(a.N, (c + 1) * unit));
-            else fn(a, c * unit, std::min(a.T, (c + 1) * unit), 0, a.N);
+            if (!split_t)
+                fn(a, 0, a.T, c * unit, std::min(a.N, (c + 1) * unit));
+            else
+                fn(a, c * unit, std::min(a.T, (c + 1) * unit), 0, a.N);
         }
     });
 }
@@ -444,10 +471,14 @@ void run(const Args& a, ThreadPool& pool) {
 
 std::string_view matmul_isa_name(MatmulIsa isa) {
     switch (isa) {
-        case MatmulIsa::Auto: return "auto";
-        case MatmulIsa::Avx512: return "avx512";
-        case MatmulIsa::Avx2: return "avx2";
-        case MatmulIsa::Scalar: return "scalar";
+        case MatmulIsa::Auto:
+            return "auto";
+        case MatmulIsa::Avx512:
+            return "avx512";
+        case MatmulIsa::Avx2:
+            return "avx2";
+        case MatmulIsa::Scalar:
+            return "scalar";
     }
     return "?";
 }
@@ -455,7 +486,8 @@ std::string_view matmul_isa_name(MatmulIsa isa) {
 bool matmul_isa_available(MatmulIsa isa) {
     switch (isa) {
         case MatmulIsa::Auto:
-        case MatmulIsa::Scalar: return true;
+        case MatmulIsa::Scalar:
+            return true;
         case MatmulIsa::Avx2:
 #ifdef FARSIGHT_MATMUL_AVX2
             return true;
@@ -490,7 +522,9 @@ ScopedMatmulIsa::ScopedMatmulIsa(MatmulIsa isa)
     set_matmul_isa(isa);
 }
 
-ScopedMatmulIsa::~ScopedMatmulIsa() { g_isa.store(static_cast<int>(previous_)); }
+ScopedMatmulIsa::~ScopedMatmulIsa() {
+    g_isa.store(static_cast<int>(previous_));
+}
 
 void matmul(const float* x, int64_t T, int64_t K, const void* W, DType wtype, int64_t N,
             const float* bias, float* out, ThreadPool& pool) {
@@ -504,12 +538,18 @@ void matmul(const float* x, int64_t T, int64_t K, const void* W, DType wtype, in
     const Args a{x, T, K, W, wtype, N, bias, out};
     switch (matmul_active_isa()) {
 #ifdef FARSIGHT_MATMUL_AVX512
-        case MatmulIsa::Avx512: run<Avx512Isa>(a, pool); return;
+        case MatmulIsa::Avx512:
+            run<Avx512Isa>(a, pool);
+            return;
 #endif
 #ifdef FARSIGHT_MATMUL_AVX2
-        case MatmulIsa::Avx2: run<Avx2Isa>(a, pool); return;
+        case MatmulIsa::Avx2:
+            run<Avx2Isa>(a, pool);
+            return;
 #endif
-        default: run<ScalarIsa>(a, pool); return;
+        default:
+            run<ScalarIsa>(a, pool);
+            return;
     }
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "backend/cpu/bandwidth.h"  // measure_copy_bandwidth, measure_read_bandwidth
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 
@@ -39,13 +40,13 @@ void set_matmul_isa(MatmulIsa isa);
 
 // Sets a path for the lifetime of the object and restores the previous one afterwards.
 class ScopedMatmulIsa {
-public:
+  public:
     explicit ScopedMatmulIsa(MatmulIsa isa);
     ~ScopedMatmulIsa();
     ScopedMatmulIsa(const ScopedMatmulIsa&) = delete;
     ScopedMatmulIsa& operator=(const ScopedMatmulIsa&) = delete;
 
-private:
+  private:
     MatmulIsa previous_;
 };
 
