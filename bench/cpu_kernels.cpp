@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
         std::printf("threads: %d, matmul path: %s\n", pool.size(),
                     std::string(matmul_isa_name(matmul_active_isa())).c_str());
         const size_t bw_bytes = quick ? size_t(256) << 20 : size_t(1) << 30;
-        const double copy_bw = measure_copy_bandwidth(pool, bw_bytes);
+        double copy_bw = measure_copy_bandwidth(pool, bw_bytes);
         const double read_bw = measure_read_bandwidth(pool, bw_bytes);
         std::printf("copy bandwidth (read+write): %.1f GB/s   read bandwidth: %.1f GB/s\n\n",
                     copy_bw, read_bw);
@@ -109,9 +109,13 @@ int main(int argc, char** argv) {
                                 {"gate/up", 2048, 5632},
                                 {"down", 5632, 2048},
                                 {"lm_head", 2048, 32000}};
-        std::printf("decode T=1 (weights streamed from DRAM)\n");
-        std::printf("%-10s %-6s %6s %6s %10s %9s %9s %8s\n", "matrix", "dtype", "K", "N",
-                    "time(us)", "GB/s", "%copy", "GFLOP/s");
+        struct Row {
+            const char* name;
+            DType dt;
+            int64_t K, N;
+            double sec, gbs;
+        };
+        std::vector<Row> rows;
         Rng rng;
         for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
             if (quick && dt != DType::BF16) continue;
@@ -133,12 +137,25 @@ int main(int argc, char** argv) {
                 const int calls =
                     copies * std::max(1, static_cast<int>((size_t(128) << 20) / (wbytes * copies)));
                 const double sec = time_per_call(call, calls, quick ? 5 : 12);
-                const double gbs = static_cast<double>(wbytes) / sec / 1e9;
-                std::printf("%-10s %-6s %6lld %6lld %10.1f %9.1f %8.0f%% %8.1f\n", s.name,
-                            std::string(dtype_name(dt)).c_str(), static_cast<long long>(s.K),
-                            static_cast<long long>(s.N), sec * 1e6, gbs, 100.0 * gbs / copy_bw,
-                            2.0 * static_cast<double>(s.K * s.N) / sec / 1e9);
+                rows.push_back(
+                    {s.name, dt, s.K, s.N, sec, static_cast<double>(wbytes) / sec / 1e9});
             }
+        }
+
+        // The machine may be shared: measure the copy bandwidth again and judge against the
+        // higher of the two figures (the conservative choice).
+        const double copy_bw2 = measure_copy_bandwidth(pool, bw_bytes);
+        std::printf("copy bandwidth after the decode runs: %.1f GB/s\n", copy_bw2);
+        copy_bw = std::max(copy_bw, copy_bw2);
+        std::printf("decode T=1 (weights streamed from DRAM); %%copy is against %.1f GB/s\n",
+                    copy_bw);
+        std::printf("%-10s %-6s %6s %6s %10s %9s %9s %8s\n", "matrix", "dtype", "K", "N",
+                    "time(us)", "GB/s", "%copy", "GFLOP/s");
+        for (const Row& r : rows) {
+            std::printf("%-10s %-6s %6lld %6lld %10.1f %9.1f %8.0f%% %8.1f\n", r.name,
+                        std::string(dtype_name(r.dt)).c_str(), static_cast<long long>(r.K),
+                        static_cast<long long>(r.N), r.sec * 1e6, r.gbs, 100.0 * r.gbs / copy_bw,
+                        2.0 * static_cast<double>(r.K * r.N) / r.sec / 1e9);
         }
 
         // ---- prefill ----

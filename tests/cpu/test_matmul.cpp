@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -15,6 +16,13 @@
 
 using namespace farsight;
 using namespace farsight::cpu;
+
+namespace farsight::cpu {
+// Readable parameter values in gtest messages.
+void PrintTo(MatmulIsa isa, std::ostream* os) {
+    *os << matmul_isa_name(isa);
+}
+}  // namespace farsight::cpu
 
 namespace {
 
@@ -84,7 +92,9 @@ std::vector<float> run_matmul(const std::vector<float>& x, int64_t T, int64_t K,
     return std::vector<float>(buf.begin() + kGuard, buf.end() - kGuard);
 }
 
-// Max over outputs of |out - ref| / (sum_k |x w| + |bias|), with ref in double.
+// Every output must satisfy |out - ref| <= tol * (sum_k |x w| + |bias|), ref in double. (The
+// error of a float dot product scales with the sum of |terms|; relative to |ref| it is
+// unbounded when terms cancel.)
 void expect_close(const std::vector<float>& out, const std::vector<float>& x, int64_t T, int64_t K,
                   const Weights& w, int64_t N, const float* bias, double tol,
                   const std::string& what) {
