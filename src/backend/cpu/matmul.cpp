@@ -26,8 +26,12 @@
 //  * T < I::kGemmMinT (decode): weights streamed straight from memory, NR = I::kGemvNR rows at a
 //    time, so that NR * TR independent FMA chains hide the FMA latency.
 //  * T >= I::kGemmMinT (prefill): a block of weight rows is converted to f32 once into a
-//    per-thread buffer (kept in L2) and reused for all T rows with a TR x NR register tile.
-//  * Threads get contiguous chunks of N (or of T when N is too small to share).
+//    per-thread buffer (kept in L2) and reused for all T rows with a TR x NR register tile
+//    (AVX-512: 4 x 6). K is split into blocks of kKBlock so that the x and weight slices of a
+//    block stay in L1; the accumulator tiles are parked in a per-thread buffer between K blocks,
+//    which keeps the per-lane order of the decode path exactly.
+//  * Threads take contiguous chunks of N (or of T when N is too small to share) from an atomic
+//    counter.
 
 namespace farsight::cpu {
 namespace {
