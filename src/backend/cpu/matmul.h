@@ -20,8 +20,9 @@ namespace farsight::cpu {
 //   x: f32 [T, K] row-major; W: [N, K] row-major in F32, F16 or BF16; bias: f32 [N] or nullptr;
 //   out: f32 [T, N] (must not overlap x, W or bias). Multi-threaded over N (and T when N is
 //   small) with pool. Throws Error for an unsupported weight dtype or negative sizes.
-//   For T >= 4 each thread keeps a scratch buffer (thread_local, up to ~1 MiB) of f32 weight rows
-//   and accumulator tiles between calls. Safe to call concurrently from several threads.
+//   For T >= 4 each thread keeps thread_local scratch (f32 copies of >= 12 weight rows, i.e.
+//   max(256 KiB, 48 * K bytes), plus <= 150 KiB of accumulator tiles) between calls.
+//   Safe to call concurrently from several threads.
 void matmul(const float* x, int64_t T, int64_t K, const void* W, DType wtype, int64_t N,
             const float* bias, float* out, ThreadPool& pool);
 
