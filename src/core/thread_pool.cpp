@@ -21,21 +21,36 @@ ThreadPool::~ThreadPool() {
     for (auto& t : threads_) t.join();
 }
 
+namespace {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+constexpr int kSpins = 20000;  // ~ tens of microseconds
+}  // namespace
+
 void ThreadPool::worker(int idx) {
     uint64_t seen = 0;
     for (;;) {
+        bool ready = false;
+        for (int i = 0; i < kSpins && !ready; ++i) {
+            ready = generation_.load(std::memory_order_acquire) != seen;
+            if (!ready) cpu_relax();
+        }
         const std::function<void(int)>* job;
         {
             std::unique_lock<std::mutex> lk(mu_);
-            cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
+            if (!ready)
+                cv_start_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
             if (stop_) return;
-            seen = generation_;
+            seen = generation_.load(std::memory_order_acquire);
             job = job_;
         }
         (*job)(idx);
-        {
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
             std::lock_guard<std::mutex> lk(mu_);
-            if (--pending_ == 0) cv_done_.notify_one();
+            cv_done_.notify_one();
         }
     }
 }
@@ -58,14 +73,22 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         job_ = &wrapped;
-        pending_ = n_threads_ - 1;
-        ++generation_;
+        pending_.store(n_threads_ - 1, std::memory_order_release);
+        generation_.fetch_add(1, std::memory_order_acq_rel);
     }
     cv_start_.notify_all();
     wrapped(0);
-    {
+    bool done = false;
+    for (int i = 0; i < kSpins && !done; ++i) {
+        done = pending_.load(std::memory_order_acquire) == 0;
+        if (!done) cpu_relax();
+    }
+    if (!done) {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_done_.wait(lk, [&] { return pending_ == 0; });
+        cv_done_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
         job_ = nullptr;
     }
     if (err) std::rethrow_exception(err);

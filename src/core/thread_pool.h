@@ -33,9 +33,12 @@ private:
     std::mutex mu_;
     std::condition_variable cv_start_;
     std::condition_variable cv_done_;
+    // Dispatch: job_ is published by bumping generation_ (under mu_, so sleepers cannot miss it).
+    // Workers and the caller spin briefly before sleeping: a decode step issues ~150 parallel
+    // loops, and a futex wake-up per loop would cost more than the loop itself.
     const std::function<void(int)>* job_ = nullptr;
-    uint64_t generation_ = 0;
-    int pending_ = 0;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> pending_{0};
     bool stop_ = false;
 };
 
