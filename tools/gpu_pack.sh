@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the GPU binaries on the dev machine (portable CPU code, sm_90a + sm_90) and packs what
+# tools/gpu_session.sh needs into .gpu/ (git-ignored): binaries, libfmt, stories260K.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFARSIGHT_NATIVE=OFF \
+  "-DCMAKE_CUDA_ARCHITECTURES=90a-real;90-real" >/dev/null
+cmake --build build-gpu --target farsight test_gpu -j"$(nproc)"
+rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/shared/models .gpu/shared/testdata
+cp build-gpu/farsight build-gpu/tests/test_gpu .gpu/bin/
+cp -L /usr/lib/x86_64-linux-gnu/libfmt.so.9 .gpu/lib/
+cp -r ../shared/models/stories260K .gpu/shared/models/
+cp ../shared/testdata/stories260K_golden.json .gpu/shared/testdata/
+git rev-parse --short HEAD > .gpu/commit
+du -sh .gpu

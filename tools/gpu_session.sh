@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One lent-GPU session in one call: runs binaries built on the dev machine (tools/gpu_pack.sh
+# puts them in .gpu/), the GPU test suite, compute-sanitizer on a reduced suite, and
+# `farsight bench` runs, writing logs and JSON to $OUT.
+#   STEPS="tests memcheck bench7b" tools/gpu_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu_out}
+mkdir -p "$OUT"
+STEPS=${STEPS:-"tests memcheck bench7b"}
+# The test binaries carry the dev machine's paths (/work/main, /work/shared): recreate them.
+mkdir -p /work
+[ -e /work/main ] || ln -s "$ROOT" /work/main
+[ -e /work/shared ] || ln -s "$ROOT/.gpu/shared" /work/shared
+export LD_LIBRARY_PATH="$ROOT/.gpu/lib:${LD_LIBRARY_PATH:-}"
+BIN=$ROOT/.gpu/bin
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$OUT/device.txt"
+COMMIT=$(cat "$ROOT/.gpu/commit" 2>/dev/null || echo unknown)
+summary=()
+run() {  # run NAME TIMEOUT CMD...
+    local name=$1 to=$2; shift 2
+    local t0=$SECONDS rc=0
+    timeout "$to" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
+    summary+=("$(printf '%-12s rc=%-4s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
+}
+for s in $STEPS; do
+  case $s in
+    tests) run test_gpu 300 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
+    memcheck) run memcheck 240 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
+        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*' ;;
+    bench7b) run bench_llama2-7b 420 "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 32 --kv-tokens 70000 \
+        --commit "$COMMIT" --json "$OUT/bench_llama2-7b.json" ;;
+    bench8b) run bench_llama3-8b_128k 560 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
+        --prefill-lens 131072 --decode-ctx 131072 --decode-batches 1 --max-model-len 131200 --kv-tokens 131328 \
+        --commit "$COMMIT" --json "$OUT/bench_llama3-8b_128k.json" ;;
+  esac
+done
+echo "==== summary"; printf '%s\n' "${summary[@]}"
+for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
+for f in "$OUT"/bench_*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -v "loading weights" "$f" | tail -25; }; done
