@@ -28,7 +28,9 @@ void MergeMap::insert(int32_t a, int32_t b, int32_t rank, int32_t merged) {
         std::vector<Slot> old = std::move(slots_);
         reserve(std::max<size_t>(count_ + 1, old.size()));
         for (auto& s : old)
-            if (s.key != kEmpty) insert(static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key), s.rank, s.merged);
+            if (s.key != kEmpty)
+                insert(static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key), s.rank,
+                       s.merged);
     }
     uint64_t key = pack(a, b);
     size_t i = hash(key) & mask_;
@@ -92,7 +94,8 @@ void BpeModel::load(const json& m, std::string_view origin) {
             a.assign(s, 0, sp);
             b.assign(s, sp + 1);
         } else {
-            FS_CHECK(mj.is_array() && mj.size() == 2, "{}: merge {} is not a pair", origin, mj.dump());
+            FS_CHECK(mj.is_array() && mj.size() == 2, "{}: merge {} is not a pair", origin,
+                     mj.dump());
             a = mj[0].get<std::string>();
             b = mj[1].get<std::string>();
         }
@@ -142,13 +145,12 @@ void BpeModel::merge_symbols(std::vector<int32_t>& ids) const {
     };
     struct Cand {
         int32_t rank, pos, merged;
-        bool operator>(const Cand& o) const {
-            return rank != o.rank ? rank > o.rank : pos > o.pos;
-        }
+        bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
     std::vector<Sym> syms(n);
     for (size_t i = 0; i < n; ++i)
-        syms[i] = {ids[i], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
+        syms[i] = {ids[i], static_cast<int32_t>(i) - 1,
+                   i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
     std::vector<Cand> heap;
     heap.reserve(n);
     auto cmp = std::greater<Cand>();
@@ -186,7 +188,8 @@ void BpeModel::merge_symbols(std::vector<int32_t>& ids) const {
         }
     }
     ids.clear();
-    for (int32_t i = 0; i >= 0; i = syms[static_cast<size_t>(i)].next) ids.push_back(syms[static_cast<size_t>(i)].id);
+    for (int32_t i = 0; i >= 0; i = syms[static_cast<size_t>(i)].next)
+        ids.push_back(syms[static_cast<size_t>(i)].id);
 }
 
 void BpeModel::tokenize(std::string_view word, bool bytelevel, std::vector<int32_t>& out) const {
@@ -199,7 +202,8 @@ void BpeModel::tokenize(std::string_view word, bool bytelevel, std::vector<int32
             }
         }
         std::vector<int32_t> syms(word.size());
-        for (size_t i = 0; i < word.size(); ++i) syms[i] = byte_ids[static_cast<unsigned char>(word[i])];
+        for (size_t i = 0; i < word.size(); ++i)
+            syms[i] = byte_ids[static_cast<unsigned char>(word[i])];
         merge_symbols(syms);
         out.insert(out.end(), syms.begin(), syms.end());
         return;
@@ -230,11 +234,13 @@ void BpeModel::tokenize(std::string_view word, bool bytelevel, std::vector<int32
         }
         if (byte_fallback) {
             bool all = true;
-            for (size_t k = start; k < i; ++k) all = all && fallback_ids[static_cast<unsigned char>(word[k])] >= 0;
+            for (size_t k = start; k < i; ++k)
+                all = all && fallback_ids[static_cast<unsigned char>(word[k])] >= 0;
             if (all) {
                 if (pending_unk) syms.push_back(*unk_id);
                 pending_unk = false;
-                for (size_t k = start; k < i; ++k) syms.push_back(fallback_ids[static_cast<unsigned char>(word[k])]);
+                for (size_t k = start; k < i; ++k)
+                    syms.push_back(fallback_ids[static_cast<unsigned char>(word[k])]);
                 continue;
             }
         }
@@ -401,7 +407,9 @@ void Impl::model_tokenize(PreTokenized& pt, std::vector<int32_t>& out) const {
         if (cacheable) {
             std::lock_guard<std::mutex> lock(cache_mu);
             if (cache.size() >= kMaxCacheEntries) cache.clear();
-            cache.emplace(std::string(w), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
+            cache.emplace(
+                std::string(w),
+                std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
         }
     }
 }
@@ -491,12 +499,15 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
         // Longer tokens first is implicit in the trie (longest match wins).
         for (size_t i = 0; i < impl->added.size(); ++i) {
             auto& t = impl->added[i];
-            (t.normalized ? impl->norm_trie : impl->raw_trie).add(t.content, static_cast<int32_t>(i));
+            (t.normalized ? impl->norm_trie : impl->raw_trie)
+                .add(t.content, static_cast<int32_t>(i));
         }
         impl->vocab_size = max_id + 1;
         impl->normalizer = tok::make_normalizer(j.value("normalizer", tok::json()), origin);
-        impl->pre_tokenizer = tok::make_pre_tokenizer(j.value("pre_tokenizer", tok::json()), origin);
-        impl->post_processor = tok::make_post_processor(j.value("post_processor", tok::json()), *impl, origin);
+        impl->pre_tokenizer =
+            tok::make_pre_tokenizer(j.value("pre_tokenizer", tok::json()), origin);
+        impl->post_processor =
+            tok::make_post_processor(j.value("post_processor", tok::json()), *impl, origin);
         impl->decoder = tok::make_decoder(j.value("decoder", tok::json()), origin);
         if (tok::ends_with_bytelevel(impl->pre_tokenizer.get())) {
             impl->model.prepare_bytelevel();
@@ -507,7 +518,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
     }
 
     auto lookup = [&](const std::string& s) -> std::optional<int32_t> {
-        if (auto it = impl->added_by_content.find(s); it != impl->added_by_content.end()) return it->second;
+        if (auto it = impl->added_by_content.find(s); it != impl->added_by_content.end())
+            return it->second;
         if (auto it = impl->model.vocab.find(s); it != impl->model.vocab.end()) return it->second;
         return std::nullopt;
     };
@@ -537,7 +549,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
                 if (it != impl->added_by_id.end()) impl->bos = impl->added[it->second].content;
             }
         }
-        for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<eos>"}) {
+        for (const char* name :
+             {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<eos>"}) {
             if (impl->added_by_content.count(name)) {
                 impl->eos = name;
                 break;
@@ -546,7 +559,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
     }
     if (!impl->bos.empty()) {
         impl->bos_id = lookup(impl->bos);
-        FS_CHECK(impl->bos_id.has_value(), "{}: bos_token {:?} is not in the vocabulary", origin, impl->bos);
+        FS_CHECK(impl->bos_id.has_value(), "{}: bos_token {:?} is not in the vocabulary", origin,
+                 impl->bos);
     }
     if (!impl->eos.empty()) {
         auto id = lookup(impl->eos);
@@ -557,7 +571,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
         tok::json g = parse_json(gen_config_json, "generation_config.json");
         std::vector<int32_t> extra;
         if (g.contains("eos_token_id")) {
-            if (g["eos_token_id"].is_number_integer()) extra.push_back(g["eos_token_id"].get<int32_t>());
+            if (g["eos_token_id"].is_number_integer())
+                extra.push_back(g["eos_token_id"].get<int32_t>());
             if (g["eos_token_id"].is_array())
                 for (auto& e : g["eos_token_id"])
                     if (e.is_number_integer()) extra.push_back(e.get<int32_t>());
@@ -588,8 +603,10 @@ Tokenizer Tokenizer::from_folder(const std::filesystem::path& dir) {
              dir.string());
     std::string text = read_file(tj);
     std::string cfg, gen;
-    if (std::filesystem::exists(dir / "tokenizer_config.json")) cfg = read_file(dir / "tokenizer_config.json");
-    if (std::filesystem::exists(dir / "generation_config.json")) gen = read_file(dir / "generation_config.json");
+    if (std::filesystem::exists(dir / "tokenizer_config.json"))
+        cfg = read_file(dir / "tokenizer_config.json");
+    if (std::filesystem::exists(dir / "generation_config.json"))
+        gen = read_file(dir / "generation_config.json");
     return Tokenizer(build(text, cfg, gen, tj.string()));
 }
 
@@ -613,7 +630,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
             if (id >= 0)
                 ids.push_back(id);
             else
-                im.encode_segment(text.substr(range.first, range.second - range.first), range.first == 0, ids);
+                im.encode_segment(text.substr(range.first, range.second - range.first),
+                                  range.first == 0, ids);
         }
     }
     if (add_special_tokens && im.post_processor) im.post_processor->apply(ids);
@@ -662,11 +680,21 @@ std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
     return std::nullopt;
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos_id; }
-std::vector<int32_t> Tokenizer::eos_ids() const { return impl_->eos_ids; }
-std::string Tokenizer::bos_token() const { return impl_->bos; }
-std::string Tokenizer::eos_token() const { return impl_->eos; }
+int32_t Tokenizer::vocab_size() const {
+    return impl_->vocab_size;
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+    return impl_->bos_id;
+}
+std::vector<int32_t> Tokenizer::eos_ids() const {
+    return impl_->eos_ids;
+}
+std::string Tokenizer::bos_token() const {
+    return impl_->bos;
+}
+std::string Tokenizer::eos_token() const {
+    return impl_->eos;
+}
 
 bool Tokenizer::is_special(int32_t id) const {
     auto it = impl_->added_by_id.find(id);
@@ -688,7 +716,8 @@ std::string IncrementalDecoder::emit(bool final) {
     if (new_text.size() <= prefix_text.size() && !final) return {};
     // Wait while the text ends in a replacement character: more bytes may complete it.
     static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-    if (!final && new_text.size() >= 3 && new_text.compare(new_text.size() - 3, 3, kReplacement) == 0)
+    if (!final && new_text.size() >= 3 &&
+        new_text.compare(new_text.size() - 3, 3, kReplacement) == 0)
         return {};
     std::string out;
     if (new_text.compare(0, prefix_text.size(), prefix_text) == 0)

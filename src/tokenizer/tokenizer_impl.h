@@ -20,7 +20,9 @@ using json = nlohmann::json;
 
 struct StrHash {
     using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
 };
 using StrMap = std::unordered_map<std::string, int32_t, StrHash, std::equal_to<>>;
 
@@ -33,7 +35,9 @@ struct PreTokenized {
     std::string buf;
     std::vector<Piece> pieces;
     bool bytelevel = false;  // pieces still need the ByteLevel byte->char mapping
-    std::string_view text(const Piece& p) const { return std::string_view(buf).substr(p.off, p.len); }
+    std::string_view text(const Piece& p) const {
+        return std::string_view(buf).substr(p.off, p.len);
+    }
 };
 
 // ---- normalizers ----
@@ -66,7 +70,7 @@ struct PostProcessor {
 
 // Open-addressing hash map from a merge pair (a, b) to (rank, merged id).
 class MergeMap {
-public:
+  public:
     void reserve(size_t n);
     void insert(int32_t a, int32_t b, int32_t rank, int32_t merged);
     // Returns false when (a, b) is not a merge.
@@ -86,7 +90,7 @@ public:
         }
     }
 
-private:
+  private:
     static constexpr uint64_t kEmpty = ~0ULL;
     struct Slot {
         uint64_t key = kEmpty;
@@ -124,7 +128,7 @@ struct BpeModel {
     // Tokenizes one pre-token (raw bytes when bytelevel, else final text).
     void tokenize(std::string_view word, bool bytelevel, std::vector<int32_t>& out) const;
 
-private:
+  private:
     void merge_symbols(std::vector<int32_t>& syms) const;
 };
 
@@ -136,14 +140,14 @@ struct AddedToken {
 
 // Leftmost-longest matching of added tokens (a byte trie).
 class TokenTrie {
-public:
+  public:
     void add(std::string_view s, int32_t index);
     bool empty() const { return nodes_.size() <= 1; }
     // Longest token starting at s[pos]: returns its index and length, or -1.
     int32_t longest(std::string_view s, size_t pos, size_t* len) const;
     bool may_start(unsigned char c) const { return first_[c]; }
 
-private:
+  private:
     struct Node {
         std::vector<std::pair<unsigned char, int32_t>> next;
         int32_t token = -1;
