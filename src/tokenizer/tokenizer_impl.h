@@ -20,7 +20,8 @@ using json = nlohmann::json;
 
 struct StrHash {
     using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept {
+    // Not noexcept on purpose: libstdc++ then caches hash codes in the nodes (faster finds).
+    size_t operator()(std::string_view s) const {
         return std::hash<std::string_view>{}(s);
     }
 };
