@@ -496,12 +496,6 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
                 impl->added.push_back(std::move(t));
             }
         }
-        // Longer tokens first is implicit in the trie (longest match wins).
-        for (size_t i = 0; i < impl->added.size(); ++i) {
-            auto& t = impl->added[i];
-            (t.normalized ? impl->norm_trie : impl->raw_trie)
-                .add(t.content, static_cast<int32_t>(i));
-        }
         impl->vocab_size = max_id + 1;
         impl->normalizer = tok::make_normalizer(j.value("normalizer", tok::json()), origin);
         impl->pre_tokenizer =
@@ -509,6 +503,18 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
         impl->post_processor =
             tok::make_post_processor(j.value("post_processor", tok::json()), *impl, origin);
         impl->decoder = tok::make_decoder(j.value("decoder", tok::json()), origin);
+        // The trie gives leftmost-longest matches. Tokens with normalized=true are matched in
+        // the normalized text, so (as HF) their content is normalized too.
+        for (size_t i = 0; i < impl->added.size(); ++i) {
+            auto& t = impl->added[i];
+            t.piece = t.content;
+            if (!t.normalized) {
+                impl->raw_trie.add(t.content, static_cast<int32_t>(i));
+            } else {
+                if (impl->normalizer) t.piece = impl->normalizer->apply(t.content);
+                impl->norm_trie.add(t.piece, static_cast<int32_t>(i));
+            }
+        }
         if (tok::ends_with_bytelevel(impl->pre_tokenizer.get())) {
             impl->model.prepare_bytelevel();
             impl->bytelevel_fast = impl->model.has_byte_ids;
@@ -645,7 +651,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
     for (int32_t id : ids) {
         if (auto it = im.added_by_id.find(id); it != im.added_by_id.end()) {
             const auto& t = im.added[it->second];
-            if (!(skip_special_tokens && t.special)) tokens.push_back(t.content);
+            if (!(skip_special_tokens && t.special)) tokens.push_back(t.piece);
             continue;
         }
         if (id >= 0 && static_cast<size_t>(id) < im.model.id_to_token.size())
@@ -667,7 +673,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 
 std::string Tokenizer::id_to_piece(int32_t id) const {
     if (auto it = impl_->added_by_id.find(id); it != impl_->added_by_id.end())
-        return impl_->added[it->second].content;
+        return impl_->added[it->second].piece;
     if (id >= 0 && static_cast<size_t>(id) < impl_->model.id_to_token.size())
         return impl_->model.id_to_token[static_cast<size_t>(id)];
     return {};

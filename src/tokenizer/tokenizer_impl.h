@@ -21,9 +21,7 @@ using json = nlohmann::json;
 struct StrHash {
     using is_transparent = void;
     // Not noexcept on purpose: libstdc++ then caches hash codes in the nodes (faster finds).
-    size_t operator()(std::string_view s) const {
-        return std::hash<std::string_view>{}(s);
-    }
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 using StrMap = std::unordered_map<std::string, int32_t, StrHash, std::equal_to<>>;
 
@@ -135,6 +133,7 @@ struct BpeModel {
 
 struct AddedToken {
     std::string content;
+    std::string piece;  // what decode() shows: the normalized content when normalized (as HF)
     int32_t id;
     bool special, lstrip, rstrip, single_word, normalized;
 };
