@@ -44,19 +44,20 @@ void MergeMap::insert(int32_t a, int32_t b, int32_t rank, int32_t merged) {
 
 // ------------------------------------------------------------------ BPE model
 
-void BpeModel::load(const json& m, std::string_view origin) {
+void BpeModel::load(const json& m, std::vector<std::pair<std::string, int32_t>>&& vocab_entries,
+                    std::vector<std::pair<std::string, std::string>>&& merge_pairs,
+                    std::string_view origin) {
     std::string type = m.value("type", std::string("BPE"));
     FS_CHECK(type == "BPE", "{}: model type {:?} is not supported (only BPE)", origin, type);
-    FS_CHECK(m.contains("vocab") && m["vocab"].is_object(), "{}: model.vocab is missing", origin);
-    const json& v = m["vocab"];
-    vocab.reserve(v.size());
+    FS_CHECK(!vocab_entries.empty(), "{}: model.vocab is missing or empty", origin);
+    vocab.reserve(vocab_entries.size());
     int32_t max_id = -1;
-    for (auto it = v.begin(); it != v.end(); ++it) {
-        int32_t id = it.value().get<int32_t>();
-        FS_CHECK(id >= 0, "{}: negative id {} for token {:?}", origin, id, it.key());
-        vocab.emplace(it.key(), id);
+    for (auto& [tok, id] : vocab_entries) {
+        FS_CHECK(id >= 0, "{}: negative id {} for token {:?}", origin, id, tok);
         max_id = std::max(max_id, id);
+        vocab.emplace(std::move(tok), id);
     }
+    vocab_entries.clear();
     id_to_token.assign(static_cast<size_t>(max_id + 1), std::string());
     for (auto& [tok, id] : vocab) id_to_token[static_cast<size_t>(id)] = tok;
 
@@ -81,32 +82,20 @@ void BpeModel::load(const json& m, std::string_view origin) {
     if (m.contains("dropout") && m["dropout"].is_number())
         FS_CHECK(m["dropout"].get<double>() == 0.0, "{}: BPE dropout is not supported", origin);
 
-    const json& merges_j = m.contains("merges") ? m["merges"] : json::array();
-    merges.reserve(merges_j.size());
+    merges.reserve(merge_pairs.size());
     int32_t rank = 0;
-    std::string a, b;
-    for (auto& mj : merges_j) {
-        if (mj.is_string()) {
-            const std::string& s = mj.get_ref<const std::string&>();
-            size_t sp = s.find(' ');
-            FS_CHECK(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos,
-                     "{}: merge {:?} is not of the form \"a b\"", origin, s);
-            a.assign(s, 0, sp);
-            b.assign(s, sp + 1);
-        } else {
-            FS_CHECK(mj.is_array() && mj.size() == 2, "{}: merge {} is not a pair", origin,
-                     mj.dump());
-            a = mj[0].get<std::string>();
-            b = mj[1].get<std::string>();
-        }
+    std::string ab;
+    for (auto& [a, b] : merge_pairs) {
         // As HF: the merged token is a + b without b's continuing-subword prefix.
-        std::string ab = a + b.substr(std::min(b.size(), cont_prefix.size()));
+        ab.assign(a);
+        ab.append(b, std::min(b.size(), cont_prefix.size()));
         auto ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(ab);
         FS_CHECK(ia != vocab.end() && ib != vocab.end(),
                  "{}: merge {:?} {:?} uses a token that is not in the vocabulary", origin, a, b);
         FS_CHECK(iab != vocab.end(), "{}: merge result {:?} is not in the vocabulary", origin, ab);
         merges.insert(ia->second, ib->second, rank++, iab->second);
     }
+    merge_pairs.clear();
     for (int bt = 0; bt < 256; ++bt) {
         auto it = vocab.find(fmt::format("<0x{:02X}>", bt));
         fallback_ids[bt] = it == vocab.end() ? -1 : it->second;
@@ -470,15 +459,153 @@ std::string token_string(const tok::json& cfg, const char* key) {
     return {};
 }
 
+// Streaming JSON reader: builds a DOM for everything except model.vocab and model.merges, which
+// go straight into flat vectors (they are most of the file; a DOM for them is slow to build).
+class TokenizerSax : public tok::json::json_sax_t {
+  public:
+    using json = tok::json;
+    json root;
+    std::vector<std::pair<std::string, int32_t>> vocab;
+    std::vector<std::pair<std::string, std::string>> merges;
+    std::string error;
+
+    bool null() override { return value(json()); }
+    bool boolean(bool v) override { return value(json(v)); }
+    bool number_integer(number_integer_t v) override {
+        if (mode_ == Mode::Vocab) return vocab_id(v);
+        return value(json(v));
+    }
+    bool number_unsigned(number_unsigned_t v) override {
+        if (mode_ == Mode::Vocab) return vocab_id(static_cast<int64_t>(v));
+        return value(json(v));
+    }
+    bool number_float(number_float_t v, const string_t&) override { return value(json(v)); }
+    bool binary(binary_t&) override { return bad("binary data"); }
+    bool string(string_t& v) override {
+        if (mode_ == Mode::Merges) {
+            size_t sp = v.find(' ');
+            if (sp == std::string::npos || v.find(' ', sp + 1) != std::string::npos)
+                return bad(fmt::format("merge {:?} is not of the form \"a b\"", v));
+            merges.emplace_back(v.substr(0, sp), v.substr(sp + 1));
+            return true;
+        }
+        if (mode_ == Mode::MergePair) {
+            pair_.push_back(std::move(v));
+            return pair_.size() <= 2 || bad("a merge has more than two parts");
+        }
+        return value(json(std::move(v)));
+    }
+    bool start_object(std::size_t) override {
+        if (mode_ != Mode::Dom) return bad("unexpected object in model.vocab/merges");
+        if (in_model() && key_ == "vocab") {
+            mode_ = Mode::Vocab;
+            return true;
+        }
+        return open(json::object());
+    }
+    bool key(string_t& k) override {
+        key_ = std::move(k);
+        return true;
+    }
+    bool end_object() override {
+        if (mode_ == Mode::Vocab) {
+            mode_ = Mode::Dom;
+            return true;
+        }
+        stack_.pop_back();
+        return true;
+    }
+    bool start_array(std::size_t) override {
+        if (mode_ == Mode::Merges) {
+            mode_ = Mode::MergePair;
+            pair_.clear();
+            return true;
+        }
+        if (mode_ != Mode::Dom) return bad("unexpected array in model.vocab/merges");
+        if (in_model() && key_ == "merges") {
+            mode_ = Mode::Merges;
+            return true;
+        }
+        return open(json::array());
+    }
+    bool end_array() override {
+        if (mode_ == Mode::MergePair) {
+            if (pair_.size() != 2) return bad("a merge is not a pair of strings");
+            merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+            mode_ = Mode::Merges;
+            return true;
+        }
+        if (mode_ == Mode::Merges) {
+            mode_ = Mode::Dom;
+            return true;
+        }
+        stack_.pop_back();
+        return true;
+    }
+    bool parse_error(std::size_t, const std::string&,
+                     const nlohmann::detail::exception& e) override {
+        return bad(e.what());
+    }
+
+  private:
+    enum class Mode { Dom, Vocab, Merges, MergePair };
+    Mode mode_ = Mode::Dom;
+    std::vector<json*> stack_;  // open containers; stack_[0] is the root object
+    std::string key_;
+    std::vector<std::string> pair_;
+    const json* model_ = nullptr;  // the root's "model" object once opened
+
+    bool bad(std::string msg) {
+        if (error.empty()) error = std::move(msg);
+        return false;
+    }
+    // True when the innermost open container is the root's "model" object.
+    bool in_model() const { return stack_.size() == 2 && stack_.back() == model_; }
+    bool vocab_id(int64_t v) {
+        if (v < 0 || v > INT32_MAX) return bad(fmt::format("bad id {} for token {:?}", v, key_));
+        vocab.emplace_back(key_, static_cast<int32_t>(v));
+        return true;
+    }
+    json* insert(json v) {
+        if (stack_.empty()) {
+            root = std::move(v);
+            return &root;
+        }
+        json& parent = *stack_.back();
+        if (parent.is_array()) {
+            parent.push_back(std::move(v));
+            return &parent.back();
+        }
+        json& slot = parent[key_];
+        slot = std::move(v);
+        return &slot;
+    }
+    bool value(json v) {
+        if (mode_ != Mode::Dom) return bad("unexpected value in model.vocab/merges");
+        insert(std::move(v));
+        return true;
+    }
+    bool open(json v) {
+        bool is_model = stack_.size() == 1 && key_ == "model" && v.is_object();
+        json* p = insert(std::move(v));
+        stack_.push_back(p);
+        if (is_model) model_ = p;
+        return true;
+    }
+};
+
 std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_view config_json,
                                  std::string_view gen_config_json, std::string_view origin) {
     auto impl = std::make_shared<tok::Impl>();
     impl->origin = std::string(origin);
-    tok::json j = parse_json(tokenizer_json, origin);
+    TokenizerSax sax;
+    bool ok = tok::json::sax_parse(tokenizer_json.begin(), tokenizer_json.end(), &sax);
+    FS_CHECK(ok, "{}: invalid tokenizer.json: {}", origin, sax.error);
+    tok::json& j = sax.root;
     FS_CHECK(j.is_object() && j.contains("model"),
              "{}: not a Hugging Face tokenizer.json (no \"model\" key)", origin);
     try {
-        impl->model.load(j["model"], origin);
+        impl->model.load(j["model"], std::move(sax.vocab), std::move(sax.merges), origin);
         int32_t max_id = static_cast<int32_t>(impl->model.id_to_token.size()) - 1;
         if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
             for (auto& a : j["added_tokens"]) {

@@ -122,7 +122,11 @@ struct BpeModel {
     std::array<int32_t, 256> byte_ids{};
     StrMap raw_vocab;
 
-    void load(const json& model, std::string_view origin);
+    // `model` is tokenizer.json's "model" object without its vocab and merges, which the
+    // streaming loader hands over separately.
+    void load(const json& model, std::vector<std::pair<std::string, int32_t>>&& vocab_entries,
+              std::vector<std::pair<std::string, std::string>>&& merge_pairs,
+              std::string_view origin);
     void prepare_bytelevel();
     // Tokenizes one pre-token (raw bytes when bytelevel, else final text).
     void tokenize(std::string_view word, bool bytelevel, std::vector<int32_t>& out) const;
