@@ -56,6 +56,8 @@ struct VocabCase {
     const char* folder;
 };
 
+void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.vectors; }
+
 class LlamaCppVectors : public ::testing::TestWithParam<VocabCase> {};
 
 TEST_P(LlamaCppVectors, EncodeAndRoundTrip) {
