@@ -375,7 +375,6 @@ void Impl::model_tokenize(PreTokenized& pt, std::vector<int32_t>& out) const {
         pt.buf = std::move(buf);
         bl = false;
     }
-    constexpr size_t kMaxCachedWord = 64, kMaxCacheEntries = 1 << 18;
     for (const auto& p : pt.pieces) {
         std::string_view w = pt.text(p);
         if (w.empty()) continue;
@@ -383,23 +382,43 @@ void Impl::model_tokenize(PreTokenized& pt, std::vector<int32_t>& out) const {
             out.push_back(model.byte_ids[static_cast<unsigned char>(w[0])]);
             continue;
         }
-        bool cacheable = w.size() <= kMaxCachedWord;
-        if (cacheable) {
-            std::lock_guard<std::mutex> lock(cache_mu);
-            if (auto it = cache.find(w); it != cache.end()) {
-                out.insert(out.end(), it->second.begin(), it->second.end());
-                continue;
+        if (bl || word_marker.empty() || w.size() <= 64) {
+            tokenize_cached(w, bl, out);
+            continue;
+        }
+        // Cut before each marker that follows a non-marker character.
+        const std::string_view m = word_marker;
+        size_t start = 0, pos = w.find(m, 1);
+        while (pos != std::string_view::npos) {
+            bool after_marker = pos >= m.size() && w.substr(pos - m.size(), m.size()) == m;
+            if (!after_marker) {
+                tokenize_cached(w.substr(start, pos - start), false, out);
+                start = pos;
             }
+            pos = w.find(m, pos + m.size());
         }
-        size_t before = out.size();
-        model.tokenize(w, bl, out);
-        if (cacheable) {
-            std::lock_guard<std::mutex> lock(cache_mu);
-            if (cache.size() >= kMaxCacheEntries) cache.clear();
-            cache.emplace(
-                std::string(w),
-                std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
+        tokenize_cached(w.substr(start), false, out);
+    }
+}
+
+void Impl::tokenize_cached(std::string_view w, bool bl, std::vector<int32_t>& out) const {
+    constexpr size_t kMaxCachedWord = 64, kMaxCacheEntries = 1 << 18;
+    bool cacheable = w.size() <= kMaxCachedWord;
+    if (cacheable) {
+        std::lock_guard<std::mutex> lock(cache_mu);
+        if (auto it = cache.find(w); it != cache.end()) {
+            out.insert(out.end(), it->second.begin(), it->second.end());
+            return;
         }
+    }
+    size_t before = out.size();
+    model.tokenize(w, bl, out);
+    if (cacheable) {
+        std::lock_guard<std::mutex> lock(cache_mu);
+        if (cache.size() >= kMaxCacheEntries) cache.clear();
+        cache.emplace(
+            std::string(w),
+            std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
     }
 }
 
@@ -641,6 +660,21 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
                 if (impl->normalizer) t.piece = impl->normalizer->apply(t.content);
                 impl->norm_trie.add(t.piece, static_cast<int32_t>(i));
             }
+        }
+        {
+            // Safe word cuts before "▁" (see Impl::word_marker).
+            const std::string marker = "\xE2\x96\x81";
+            auto& mdl = impl->model;
+            bool safe =
+                mdl.vocab.count(marker) && mdl.cont_prefix.empty() && mdl.eow_suffix.empty();
+            for (auto it = mdl.vocab.begin(); safe && it != mdl.vocab.end(); ++it) {
+                const std::string& t = it->first;
+                for (size_t pos = t.find(marker, 1); safe && pos != std::string::npos;
+                     pos = t.find(marker, pos + marker.size()))
+                    safe = pos >= marker.size() &&
+                           t.compare(pos - marker.size(), marker.size(), marker) == 0;
+            }
+            if (safe) impl->word_marker = marker;
         }
         if (tok::ends_with_bytelevel(impl->pre_tokenizer.get())) {
             impl->model.prepare_bytelevel();

@@ -172,6 +172,12 @@ struct Impl {
     std::unique_ptr<PostProcessor> post_processor;
     std::unique_ptr<Decoder> decoder;
     bool bytelevel_fast = false;
+    // Words may be cut before each "▁" that follows another character, when no vocabulary token
+    // contains such a pair (so no merge can cross the cut): SentencePiece-style tokenizers
+    // without a pre-tokenizer then get per-word caching. Exact by construction.
+    std::string word_marker;
+
+    void tokenize_cached(std::string_view w, bool bytelevel, std::vector<int32_t>& out) const;
 
     std::string bos, eos;
     std::optional<int32_t> bos_id;

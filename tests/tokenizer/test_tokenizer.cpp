@@ -6,12 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
@@ -56,7 +58,9 @@ struct VocabCase {
     const char* folder;
 };
 
-void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.vectors; }
+void PrintTo(const VocabCase& c, std::ostream* os) {
+    *os << c.vectors;
+}
 
 class LlamaCppVectors : public ::testing::TestWithParam<VocabCase> {};
 
@@ -368,6 +372,34 @@ TEST(Tokenizer, ConfigAddBosEosOverridesTemplate) {
     EXPECT_EQ(both.eos_ids(), std::vector<int32_t>({1}));
     Tokenizer none = Tokenizer::from_json(tj, R"({"bos_token": "<s>", "add_bos_token": false})");
     EXPECT_EQ(none.encode("ab"), std::vector<int32_t>({4}));
+}
+
+TEST(Tokenizer, ConcurrentEncodeMatchesSerial) {
+    // The word cache is shared between threads: results must not depend on interleaving.
+    const json& fx = fixture("hf_corpus.json");
+    const Tokenizer& tok = shared_tokenizer("models/docs-27M");
+    const json& cases = fx["tokenizers"]["docs-27M"]["cases"];
+    std::vector<std::thread> threads;
+    std::atomic<int> mismatches{0};
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int rep = 0; rep < 5; ++rep)
+                for (size_t i = 0; i < fx["corpus"].size(); ++i) {
+                    size_t k = (i + static_cast<size_t>(t) * 7) % fx["corpus"].size();
+                    auto ids = tok.encode(fx["corpus"][k].get<std::string>(), true);
+                    if (ids != cases[k]["ids"].get<std::vector<int32_t>>()) ++mismatches;
+                }
+        });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(Tokenizer, DecodeSkipsUnknownIds) {
+    const Tokenizer& tok = shared_tokenizer("models/stories260K");
+    // Ids outside the vocabulary (e.g. padded embedding rows) are skipped, as in HF.
+    EXPECT_EQ(tok.decode({-1, 403, 100000, 407}), tok.decode({403, 407}));
+    EXPECT_EQ(tok.decode({403, 407}), "Once upon");
 }
 
 // ---------------------------------------------------------------- CLI
