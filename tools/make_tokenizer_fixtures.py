@@ -65,6 +65,7 @@ CORPUS = [
     "<|endoftext|>after end<|endoftext|>",
     "[INST][/INST][TOOL_CALLS] [AVAILABLE_TOOLS]",
     "almost special: <|eot_id| <|im_start <s >",
+    "Hello World and SPECIAL WORD and special word, Tok tok Toks <tag> <MASK>  x",
     "!!!!!!?????......------======",
     "'''''```````\"\"\"\"",
     "a\u00a0b\u2009c\u3000d\u200be\ufeff",

@@ -126,6 +126,7 @@ def variants():
                           AddedToken("<MASK>", lstrip=True, rstrip=True, special=True),
                           AddedToken("[INST]", special=True, single_word=True)])
     t.add_tokens([AddedToken("hello world", normalized=True),
+                  AddedToken("Special Word", normalized=True),
                   AddedToken("Tok", normalized=False, single_word=True),
                   AddedToken("<tag>", normalized=False, lstrip=True),
                   AddedToken("emoji😀", normalized=True, rstrip=True)])

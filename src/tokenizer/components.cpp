@@ -18,7 +18,9 @@ bool jbool(const json& j, const char* key, bool def) {
     auto it = j.find(key);
     return (it != j.end() && it->is_boolean()) ? it->get<bool>() : def;
 }
-std::string jtype(const json& j) { return j.is_object() ? jstr(j, "type") : std::string(); }
+std::string jtype(const json& j) {
+    return j.is_object() ? jstr(j, "type") : std::string();
+}
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
     if (from.empty()) return;
@@ -301,8 +303,8 @@ struct PreByteLevel : PreTokenizer {
             });
         if (re)
             split_all(
-                pt, [&](std::string_view t, Matches& m) { re->find_all(t, m); },
-                Behavior::Isolated, false);
+                pt, [&](std::string_view t, Matches& m) { re->find_all(t, m); }, Behavior::Isolated,
+                false);
         pt.bytelevel = true;
     }
 };
@@ -579,9 +581,10 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, std::string_view orig
         n->right = jbool(j, "strip_right", true);
         return n;
     }
-    fail("{}: normalizer type {:?} is not supported (supported: Sequence, Prepend, Replace, NFC, "
-         "NFD, NFKC, NFKD, Lowercase, Strip)",
-         origin, type);
+    fail(
+        "{}: normalizer type {:?} is not supported (supported: Sequence, Prepend, Replace, NFC, "
+        "NFD, NFKC, NFKD, Lowercase, Strip)",
+        origin, type);
 }
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, std::string_view origin) {
@@ -639,7 +642,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, std::string_view
     }
     if (type == "Whitespace") {
         auto s = std::make_unique<PreRegexSplit>();
-        s->re = std::make_unique<Regex>(R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}]+|[^\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}\s]+)");
+        s->re = std::make_unique<Regex>(
+            R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}]+|[^\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}\s]+)");
         s->behavior = Behavior::Removed;
         s->invert = true;
         return s;
@@ -659,10 +663,11 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, std::string_view
         s->behavior = Behavior::Removed;
         return s;
     }
-    fail("{}: pre-tokenizer type {:?} is not supported (supported: Sequence, Split, ByteLevel, "
-         "Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit, BertPreTokenizer, "
-         "CharDelimiterSplit)",
-         origin, type);
+    fail(
+        "{}: pre-tokenizer type {:?} is not supported (supported: Sequence, Split, ByteLevel, "
+        "Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit, BertPreTokenizer, "
+        "CharDelimiterSplit)",
+        origin, type);
 }
 
 bool ends_with_bytelevel(const PreTokenizer* p) {
@@ -716,9 +721,10 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const Impl& im
             if (auto q = make_post_processor(p, impl, origin)) s->items.push_back(std::move(q));
         return s;
     }
-    fail("{}: post-processor type {:?} is not supported (supported: TemplateProcessing, "
-         "RobertaProcessing, BertProcessing, ByteLevel, Sequence)",
-         origin, type);
+    fail(
+        "{}: post-processor type {:?} is not supported (supported: TemplateProcessing, "
+        "RobertaProcessing, BertProcessing, ByteLevel, Sequence)",
+        origin, type);
 }
 
 std::unique_ptr<Decoder> make_decoder(const json& j, std::string_view origin) {
@@ -762,9 +768,10 @@ std::unique_ptr<Decoder> make_decoder(const json& j, std::string_view origin) {
         d->suffix = jstr(j, "suffix", "</w>");
         return d;
     }
-    fail("{}: decoder type {:?} is not supported (supported: Sequence, ByteLevel, Metaspace, "
-         "Replace, ByteFallback, Fuse, Strip, BPEDecoder)",
-         origin, type);
+    fail(
+        "{}: decoder type {:?} is not supported (supported: Sequence, ByteLevel, Metaspace, "
+        "Replace, ByteFallback, Fuse, Strip, BPEDecoder)",
+        origin, type);
 }
 
 const std::array<std::string, 256>& byte_to_unicode() {

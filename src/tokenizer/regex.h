@@ -10,7 +10,7 @@
 namespace farsight::tok {
 
 class Regex {
-public:
+  public:
     explicit Regex(const std::string& pattern);
     ~Regex();
     Regex(const Regex&) = delete;
@@ -21,7 +21,7 @@ public:
     void find_all(std::string_view s, std::vector<std::pair<uint32_t, uint32_t>>& out) const;
     const std::string& pattern() const { return pattern_; }
 
-private:
+  private:
     struct Code;
     std::string pattern_;
     std::unique_ptr<Code> code_;

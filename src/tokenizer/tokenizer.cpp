@@ -28,7 +28,9 @@ void MergeMap::insert(int32_t a, int32_t b, int32_t rank, int32_t merged) {
         std::vector<Slot> old = std::move(slots_);
         reserve(std::max<size_t>(count_ + 1, old.size()));
         for (auto& s : old)
-            if (s.key != kEmpty) insert(static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key), s.rank, s.merged);
+            if (s.key != kEmpty)
+                insert(static_cast<int32_t>(s.key >> 32), static_cast<int32_t>(s.key), s.rank,
+                       s.merged);
     }
     uint64_t key = pack(a, b);
     size_t i = hash(key) & mask_;
@@ -42,19 +44,20 @@ void MergeMap::insert(int32_t a, int32_t b, int32_t rank, int32_t merged) {
 
 // ------------------------------------------------------------------ BPE model
 
-void BpeModel::load(const json& m, std::string_view origin) {
+void BpeModel::load(const json& m, std::vector<std::pair<std::string, int32_t>>&& vocab_entries,
+                    std::vector<std::pair<std::string, std::string>>&& merge_pairs,
+                    std::string_view origin) {
     std::string type = m.value("type", std::string("BPE"));
     FS_CHECK(type == "BPE", "{}: model type {:?} is not supported (only BPE)", origin, type);
-    FS_CHECK(m.contains("vocab") && m["vocab"].is_object(), "{}: model.vocab is missing", origin);
-    const json& v = m["vocab"];
-    vocab.reserve(v.size());
+    FS_CHECK(!vocab_entries.empty(), "{}: model.vocab is missing or empty", origin);
+    vocab.reserve(vocab_entries.size());
     int32_t max_id = -1;
-    for (auto it = v.begin(); it != v.end(); ++it) {
-        int32_t id = it.value().get<int32_t>();
-        FS_CHECK(id >= 0, "{}: negative id {} for token {:?}", origin, id, it.key());
-        vocab.emplace(it.key(), id);
+    for (auto& [tok, id] : vocab_entries) {
+        FS_CHECK(id >= 0, "{}: negative id {} for token {:?}", origin, id, tok);
         max_id = std::max(max_id, id);
+        vocab.emplace(std::move(tok), id);
     }
+    vocab_entries.clear();
     id_to_token.assign(static_cast<size_t>(max_id + 1), std::string());
     for (auto& [tok, id] : vocab) id_to_token[static_cast<size_t>(id)] = tok;
 
@@ -79,31 +82,20 @@ void BpeModel::load(const json& m, std::string_view origin) {
     if (m.contains("dropout") && m["dropout"].is_number())
         FS_CHECK(m["dropout"].get<double>() == 0.0, "{}: BPE dropout is not supported", origin);
 
-    const json& merges_j = m.contains("merges") ? m["merges"] : json::array();
-    merges.reserve(merges_j.size());
+    merges.reserve(merge_pairs.size());
     int32_t rank = 0;
-    std::string a, b;
-    for (auto& mj : merges_j) {
-        if (mj.is_string()) {
-            const std::string& s = mj.get_ref<const std::string&>();
-            size_t sp = s.find(' ');
-            FS_CHECK(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos,
-                     "{}: merge {:?} is not of the form \"a b\"", origin, s);
-            a.assign(s, 0, sp);
-            b.assign(s, sp + 1);
-        } else {
-            FS_CHECK(mj.is_array() && mj.size() == 2, "{}: merge {} is not a pair", origin, mj.dump());
-            a = mj[0].get<std::string>();
-            b = mj[1].get<std::string>();
-        }
+    std::string ab;
+    for (auto& [a, b] : merge_pairs) {
         // As HF: the merged token is a + b without b's continuing-subword prefix.
-        std::string ab = a + b.substr(std::min(b.size(), cont_prefix.size()));
+        ab.assign(a);
+        ab.append(b, std::min(b.size(), cont_prefix.size()));
         auto ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(ab);
         FS_CHECK(ia != vocab.end() && ib != vocab.end(),
                  "{}: merge {:?} {:?} uses a token that is not in the vocabulary", origin, a, b);
         FS_CHECK(iab != vocab.end(), "{}: merge result {:?} is not in the vocabulary", origin, ab);
         merges.insert(ia->second, ib->second, rank++, iab->second);
     }
+    merge_pairs.clear();
     for (int bt = 0; bt < 256; ++bt) {
         auto it = vocab.find(fmt::format("<0x{:02X}>", bt));
         fallback_ids[bt] = it == vocab.end() ? -1 : it->second;
@@ -142,13 +134,12 @@ void BpeModel::merge_symbols(std::vector<int32_t>& ids) const {
     };
     struct Cand {
         int32_t rank, pos, merged;
-        bool operator>(const Cand& o) const {
-            return rank != o.rank ? rank > o.rank : pos > o.pos;
-        }
+        bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
     std::vector<Sym> syms(n);
     for (size_t i = 0; i < n; ++i)
-        syms[i] = {ids[i], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
+        syms[i] = {ids[i], static_cast<int32_t>(i) - 1,
+                   i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
     std::vector<Cand> heap;
     heap.reserve(n);
     auto cmp = std::greater<Cand>();
@@ -186,7 +177,8 @@ void BpeModel::merge_symbols(std::vector<int32_t>& ids) const {
         }
     }
     ids.clear();
-    for (int32_t i = 0; i >= 0; i = syms[static_cast<size_t>(i)].next) ids.push_back(syms[static_cast<size_t>(i)].id);
+    for (int32_t i = 0; i >= 0; i = syms[static_cast<size_t>(i)].next)
+        ids.push_back(syms[static_cast<size_t>(i)].id);
 }
 
 void BpeModel::tokenize(std::string_view word, bool bytelevel, std::vector<int32_t>& out) const {
@@ -199,7 +191,8 @@ void BpeModel::tokenize(std::string_view word, bool bytelevel, std::vector<int32
             }
         }
         std::vector<int32_t> syms(word.size());
-        for (size_t i = 0; i < word.size(); ++i) syms[i] = byte_ids[static_cast<unsigned char>(word[i])];
+        for (size_t i = 0; i < word.size(); ++i)
+            syms[i] = byte_ids[static_cast<unsigned char>(word[i])];
         merge_symbols(syms);
         out.insert(out.end(), syms.begin(), syms.end());
         return;
@@ -230,11 +223,13 @@ void BpeModel::tokenize(std::string_view word, bool bytelevel, std::vector<int32
         }
         if (byte_fallback) {
             bool all = true;
-            for (size_t k = start; k < i; ++k) all = all && fallback_ids[static_cast<unsigned char>(word[k])] >= 0;
+            for (size_t k = start; k < i; ++k)
+                all = all && fallback_ids[static_cast<unsigned char>(word[k])] >= 0;
             if (all) {
                 if (pending_unk) syms.push_back(*unk_id);
                 pending_unk = false;
-                for (size_t k = start; k < i; ++k) syms.push_back(fallback_ids[static_cast<unsigned char>(word[k])]);
+                for (size_t k = start; k < i; ++k)
+                    syms.push_back(fallback_ids[static_cast<unsigned char>(word[k])]);
                 continue;
             }
         }
@@ -380,7 +375,6 @@ void Impl::model_tokenize(PreTokenized& pt, std::vector<int32_t>& out) const {
         pt.buf = std::move(buf);
         bl = false;
     }
-    constexpr size_t kMaxCachedWord = 64, kMaxCacheEntries = 1 << 18;
     for (const auto& p : pt.pieces) {
         std::string_view w = pt.text(p);
         if (w.empty()) continue;
@@ -388,21 +382,43 @@ void Impl::model_tokenize(PreTokenized& pt, std::vector<int32_t>& out) const {
             out.push_back(model.byte_ids[static_cast<unsigned char>(w[0])]);
             continue;
         }
-        bool cacheable = w.size() <= kMaxCachedWord;
-        if (cacheable) {
-            std::lock_guard<std::mutex> lock(cache_mu);
-            if (auto it = cache.find(w); it != cache.end()) {
-                out.insert(out.end(), it->second.begin(), it->second.end());
-                continue;
+        if (bl || word_marker.empty() || w.size() <= 64) {
+            tokenize_cached(w, bl, out);
+            continue;
+        }
+        // Cut before each marker that follows a non-marker character.
+        const std::string_view m = word_marker;
+        size_t start = 0, pos = w.find(m, 1);
+        while (pos != std::string_view::npos) {
+            bool after_marker = pos >= m.size() && w.substr(pos - m.size(), m.size()) == m;
+            if (!after_marker) {
+                tokenize_cached(w.substr(start, pos - start), false, out);
+                start = pos;
             }
+            pos = w.find(m, pos + m.size());
         }
-        size_t before = out.size();
-        model.tokenize(w, bl, out);
-        if (cacheable) {
-            std::lock_guard<std::mutex> lock(cache_mu);
-            if (cache.size() >= kMaxCacheEntries) cache.clear();
-            cache.emplace(std::string(w), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
+        tokenize_cached(w.substr(start), false, out);
+    }
+}
+
+void Impl::tokenize_cached(std::string_view w, bool bl, std::vector<int32_t>& out) const {
+    constexpr size_t kMaxCachedWord = 64, kMaxCacheEntries = 1 << 18;
+    bool cacheable = w.size() <= kMaxCachedWord;
+    if (cacheable) {
+        std::lock_guard<std::mutex> lock(cache_mu);
+        if (auto it = cache.find(w); it != cache.end()) {
+            out.insert(out.end(), it->second.begin(), it->second.end());
+            return;
         }
+    }
+    size_t before = out.size();
+    model.tokenize(w, bl, out);
+    if (cacheable) {
+        std::lock_guard<std::mutex> lock(cache_mu);
+        if (cache.size() >= kMaxCacheEntries) cache.clear();
+        cache.emplace(
+            std::string(w),
+            std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
     }
 }
 
@@ -462,15 +478,153 @@ std::string token_string(const tok::json& cfg, const char* key) {
     return {};
 }
 
+// Streaming JSON reader: builds a DOM for everything except model.vocab and model.merges, which
+// go straight into flat vectors (they are most of the file; a DOM for them is slow to build).
+class TokenizerSax : public tok::json::json_sax_t {
+  public:
+    using json = tok::json;
+    json root;
+    std::vector<std::pair<std::string, int32_t>> vocab;
+    std::vector<std::pair<std::string, std::string>> merges;
+    std::string error;
+
+    bool null() override { return value(json()); }
+    bool boolean(bool v) override { return value(json(v)); }
+    bool number_integer(number_integer_t v) override {
+        if (mode_ == Mode::Vocab) return vocab_id(v);
+        return value(json(v));
+    }
+    bool number_unsigned(number_unsigned_t v) override {
+        if (mode_ == Mode::Vocab) return vocab_id(static_cast<int64_t>(v));
+        return value(json(v));
+    }
+    bool number_float(number_float_t v, const string_t&) override { return value(json(v)); }
+    bool binary(binary_t&) override { return bad("binary data"); }
+    bool string(string_t& v) override {
+        if (mode_ == Mode::Merges) {
+            size_t sp = v.find(' ');
+            if (sp == std::string::npos || v.find(' ', sp + 1) != std::string::npos)
+                return bad(fmt::format("merge {:?} is not of the form \"a b\"", v));
+            merges.emplace_back(v.substr(0, sp), v.substr(sp + 1));
+            return true;
+        }
+        if (mode_ == Mode::MergePair) {
+            pair_.push_back(std::move(v));
+            return pair_.size() <= 2 || bad("a merge has more than two parts");
+        }
+        return value(json(std::move(v)));
+    }
+    bool start_object(std::size_t) override {
+        if (mode_ != Mode::Dom) return bad("unexpected object in model.vocab/merges");
+        if (in_model() && key_ == "vocab") {
+            mode_ = Mode::Vocab;
+            return true;
+        }
+        return open(json::object());
+    }
+    bool key(string_t& k) override {
+        key_ = std::move(k);
+        return true;
+    }
+    bool end_object() override {
+        if (mode_ == Mode::Vocab) {
+            mode_ = Mode::Dom;
+            return true;
+        }
+        stack_.pop_back();
+        return true;
+    }
+    bool start_array(std::size_t) override {
+        if (mode_ == Mode::Merges) {
+            mode_ = Mode::MergePair;
+            pair_.clear();
+            return true;
+        }
+        if (mode_ != Mode::Dom) return bad("unexpected array in model.vocab/merges");
+        if (in_model() && key_ == "merges") {
+            mode_ = Mode::Merges;
+            return true;
+        }
+        return open(json::array());
+    }
+    bool end_array() override {
+        if (mode_ == Mode::MergePair) {
+            if (pair_.size() != 2) return bad("a merge is not a pair of strings");
+            merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+            mode_ = Mode::Merges;
+            return true;
+        }
+        if (mode_ == Mode::Merges) {
+            mode_ = Mode::Dom;
+            return true;
+        }
+        stack_.pop_back();
+        return true;
+    }
+    bool parse_error(std::size_t, const std::string&,
+                     const nlohmann::detail::exception& e) override {
+        return bad(e.what());
+    }
+
+  private:
+    enum class Mode { Dom, Vocab, Merges, MergePair };
+    Mode mode_ = Mode::Dom;
+    std::vector<json*> stack_;  // open containers; stack_[0] is the root object
+    std::string key_;
+    std::vector<std::string> pair_;
+    const json* model_ = nullptr;  // the root's "model" object once opened
+
+    bool bad(std::string msg) {
+        if (error.empty()) error = std::move(msg);
+        return false;
+    }
+    // True when the innermost open container is the root's "model" object.
+    bool in_model() const { return stack_.size() == 2 && stack_.back() == model_; }
+    bool vocab_id(int64_t v) {
+        if (v < 0 || v > INT32_MAX) return bad(fmt::format("bad id {} for token {:?}", v, key_));
+        vocab.emplace_back(key_, static_cast<int32_t>(v));
+        return true;
+    }
+    json* insert(json v) {
+        if (stack_.empty()) {
+            root = std::move(v);
+            return &root;
+        }
+        json& parent = *stack_.back();
+        if (parent.is_array()) {
+            parent.push_back(std::move(v));
+            return &parent.back();
+        }
+        json& slot = parent[key_];
+        slot = std::move(v);
+        return &slot;
+    }
+    bool value(json v) {
+        if (mode_ != Mode::Dom) return bad("unexpected value in model.vocab/merges");
+        insert(std::move(v));
+        return true;
+    }
+    bool open(json v) {
+        bool is_model = stack_.size() == 1 && key_ == "model" && v.is_object();
+        json* p = insert(std::move(v));
+        stack_.push_back(p);
+        if (is_model) model_ = p;
+        return true;
+    }
+};
+
 std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_view config_json,
                                  std::string_view gen_config_json, std::string_view origin) {
     auto impl = std::make_shared<tok::Impl>();
     impl->origin = std::string(origin);
-    tok::json j = parse_json(tokenizer_json, origin);
+    TokenizerSax sax;
+    bool ok = tok::json::sax_parse(tokenizer_json.begin(), tokenizer_json.end(), &sax);
+    FS_CHECK(ok, "{}: invalid tokenizer.json: {}", origin, sax.error);
+    tok::json& j = sax.root;
     FS_CHECK(j.is_object() && j.contains("model"),
              "{}: not a Hugging Face tokenizer.json (no \"model\" key)", origin);
     try {
-        impl->model.load(j["model"], origin);
+        impl->model.load(j["model"], std::move(sax.vocab), std::move(sax.merges), origin);
         int32_t max_id = static_cast<int32_t>(impl->model.id_to_token.size()) - 1;
         if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
             for (auto& a : j["added_tokens"]) {
@@ -488,16 +642,40 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
                 impl->added.push_back(std::move(t));
             }
         }
-        // Longer tokens first is implicit in the trie (longest match wins).
-        for (size_t i = 0; i < impl->added.size(); ++i) {
-            auto& t = impl->added[i];
-            (t.normalized ? impl->norm_trie : impl->raw_trie).add(t.content, static_cast<int32_t>(i));
-        }
         impl->vocab_size = max_id + 1;
         impl->normalizer = tok::make_normalizer(j.value("normalizer", tok::json()), origin);
-        impl->pre_tokenizer = tok::make_pre_tokenizer(j.value("pre_tokenizer", tok::json()), origin);
-        impl->post_processor = tok::make_post_processor(j.value("post_processor", tok::json()), *impl, origin);
+        impl->pre_tokenizer =
+            tok::make_pre_tokenizer(j.value("pre_tokenizer", tok::json()), origin);
+        impl->post_processor =
+            tok::make_post_processor(j.value("post_processor", tok::json()), *impl, origin);
         impl->decoder = tok::make_decoder(j.value("decoder", tok::json()), origin);
+        // The trie gives leftmost-longest matches. Tokens with normalized=true are matched in
+        // the normalized text, so (as HF) their content is normalized too.
+        for (size_t i = 0; i < impl->added.size(); ++i) {
+            auto& t = impl->added[i];
+            t.piece = t.content;
+            if (!t.normalized) {
+                impl->raw_trie.add(t.content, static_cast<int32_t>(i));
+            } else {
+                if (impl->normalizer) t.piece = impl->normalizer->apply(t.content);
+                impl->norm_trie.add(t.piece, static_cast<int32_t>(i));
+            }
+        }
+        {
+            // Safe word cuts before "▁" (see Impl::word_marker).
+            const std::string marker = "\xE2\x96\x81";
+            auto& mdl = impl->model;
+            bool safe =
+                mdl.vocab.count(marker) && mdl.cont_prefix.empty() && mdl.eow_suffix.empty();
+            for (auto it = mdl.vocab.begin(); safe && it != mdl.vocab.end(); ++it) {
+                const std::string& t = it->first;
+                for (size_t pos = t.find(marker, 1); safe && pos != std::string::npos;
+                     pos = t.find(marker, pos + marker.size()))
+                    safe = pos >= marker.size() &&
+                           t.compare(pos - marker.size(), marker.size(), marker) == 0;
+            }
+            if (safe) impl->word_marker = marker;
+        }
         if (tok::ends_with_bytelevel(impl->pre_tokenizer.get())) {
             impl->model.prepare_bytelevel();
             impl->bytelevel_fast = impl->model.has_byte_ids;
@@ -507,7 +685,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
     }
 
     auto lookup = [&](const std::string& s) -> std::optional<int32_t> {
-        if (auto it = impl->added_by_content.find(s); it != impl->added_by_content.end()) return it->second;
+        if (auto it = impl->added_by_content.find(s); it != impl->added_by_content.end())
+            return it->second;
         if (auto it = impl->model.vocab.find(s); it != impl->model.vocab.end()) return it->second;
         return std::nullopt;
     };
@@ -537,7 +716,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
                 if (it != impl->added_by_id.end()) impl->bos = impl->added[it->second].content;
             }
         }
-        for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<eos>"}) {
+        for (const char* name :
+             {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<eos>"}) {
             if (impl->added_by_content.count(name)) {
                 impl->eos = name;
                 break;
@@ -546,7 +726,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
     }
     if (!impl->bos.empty()) {
         impl->bos_id = lookup(impl->bos);
-        FS_CHECK(impl->bos_id.has_value(), "{}: bos_token {:?} is not in the vocabulary", origin, impl->bos);
+        FS_CHECK(impl->bos_id.has_value(), "{}: bos_token {:?} is not in the vocabulary", origin,
+                 impl->bos);
     }
     if (!impl->eos.empty()) {
         auto id = lookup(impl->eos);
@@ -557,7 +738,8 @@ std::shared_ptr<tok::Impl> build(std::string_view tokenizer_json, std::string_vi
         tok::json g = parse_json(gen_config_json, "generation_config.json");
         std::vector<int32_t> extra;
         if (g.contains("eos_token_id")) {
-            if (g["eos_token_id"].is_number_integer()) extra.push_back(g["eos_token_id"].get<int32_t>());
+            if (g["eos_token_id"].is_number_integer())
+                extra.push_back(g["eos_token_id"].get<int32_t>());
             if (g["eos_token_id"].is_array())
                 for (auto& e : g["eos_token_id"])
                     if (e.is_number_integer()) extra.push_back(e.get<int32_t>());
@@ -588,8 +770,10 @@ Tokenizer Tokenizer::from_folder(const std::filesystem::path& dir) {
              dir.string());
     std::string text = read_file(tj);
     std::string cfg, gen;
-    if (std::filesystem::exists(dir / "tokenizer_config.json")) cfg = read_file(dir / "tokenizer_config.json");
-    if (std::filesystem::exists(dir / "generation_config.json")) gen = read_file(dir / "generation_config.json");
+    if (std::filesystem::exists(dir / "tokenizer_config.json"))
+        cfg = read_file(dir / "tokenizer_config.json");
+    if (std::filesystem::exists(dir / "generation_config.json"))
+        gen = read_file(dir / "generation_config.json");
     return Tokenizer(build(text, cfg, gen, tj.string()));
 }
 
@@ -613,7 +797,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
             if (id >= 0)
                 ids.push_back(id);
             else
-                im.encode_segment(text.substr(range.first, range.second - range.first), range.first == 0, ids);
+                im.encode_segment(text.substr(range.first, range.second - range.first),
+                                  range.first == 0, ids);
         }
     }
     if (add_special_tokens && im.post_processor) im.post_processor->apply(ids);
@@ -627,7 +812,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
     for (int32_t id : ids) {
         if (auto it = im.added_by_id.find(id); it != im.added_by_id.end()) {
             const auto& t = im.added[it->second];
-            if (!(skip_special_tokens && t.special)) tokens.push_back(t.content);
+            if (!(skip_special_tokens && t.special)) tokens.push_back(t.piece);
             continue;
         }
         if (id >= 0 && static_cast<size_t>(id) < im.model.id_to_token.size())
@@ -649,7 +834,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 
 std::string Tokenizer::id_to_piece(int32_t id) const {
     if (auto it = impl_->added_by_id.find(id); it != impl_->added_by_id.end())
-        return impl_->added[it->second].content;
+        return impl_->added[it->second].piece;
     if (id >= 0 && static_cast<size_t>(id) < impl_->model.id_to_token.size())
         return impl_->model.id_to_token[static_cast<size_t>(id)];
     return {};
@@ -662,11 +847,21 @@ std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
     return std::nullopt;
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos_id; }
-std::vector<int32_t> Tokenizer::eos_ids() const { return impl_->eos_ids; }
-std::string Tokenizer::bos_token() const { return impl_->bos; }
-std::string Tokenizer::eos_token() const { return impl_->eos; }
+int32_t Tokenizer::vocab_size() const {
+    return impl_->vocab_size;
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+    return impl_->bos_id;
+}
+std::vector<int32_t> Tokenizer::eos_ids() const {
+    return impl_->eos_ids;
+}
+std::string Tokenizer::bos_token() const {
+    return impl_->bos;
+}
+std::string Tokenizer::eos_token() const {
+    return impl_->eos;
+}
 
 bool Tokenizer::is_special(int32_t id) const {
     auto it = impl_->added_by_id.find(id);
@@ -688,7 +883,8 @@ std::string IncrementalDecoder::emit(bool final) {
     if (new_text.size() <= prefix_text.size() && !final) return {};
     // Wait while the text ends in a replacement character: more bytes may complete it.
     static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-    if (!final && new_text.size() >= 3 && new_text.compare(new_text.size() - 3, 3, kReplacement) == 0)
+    if (!final && new_text.size() >= 3 &&
+        new_text.compare(new_text.size() - 3, 3, kReplacement) == 0)
         return {};
     std::string out;
     if (new_text.compare(0, prefix_text.size(), prefix_text) == 0)

@@ -17,7 +17,7 @@ struct Impl;
 }
 
 class Tokenizer {
-public:
+  public:
     // Loads dir/tokenizer.json plus, when present, dir/tokenizer_config.json (BOS/EOS strings,
     // add_bos_token/add_eos_token) and dir/generation_config.json (extra EOS ids).
     static Tokenizer from_folder(const std::filesystem::path& dir);
@@ -43,7 +43,7 @@ public:
     std::string eos_token() const;
     bool is_special(int32_t id) const;
 
-private:
+  private:
     explicit Tokenizer(std::shared_ptr<const tok::Impl> impl) : impl_(std::move(impl)) {}
     std::shared_ptr<const tok::Impl> impl_;  // immutable after load (but for an internal cache)
 };
@@ -51,12 +51,12 @@ private:
 // Streaming decoder: feed ids one at a time. push() returns text that is complete, valid UTF-8
 // and final; the concatenation of all returned pieces plus flush() equals decode(all ids).
 class IncrementalDecoder {
-public:
+  public:
     explicit IncrementalDecoder(const Tokenizer& tok, bool skip_special = false);
     std::string push(int32_t id);
     std::string flush();
 
-private:
+  private:
     std::string emit(bool final);
     Tokenizer tok_;  // a cheap shared handle, so the decoder may outlive the caller's copy
     bool skip_special_;

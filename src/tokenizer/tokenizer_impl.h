@@ -20,7 +20,8 @@ using json = nlohmann::json;
 
 struct StrHash {
     using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    // Not noexcept on purpose: libstdc++ then caches hash codes in the nodes (faster finds).
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 using StrMap = std::unordered_map<std::string, int32_t, StrHash, std::equal_to<>>;
 
@@ -33,7 +34,9 @@ struct PreTokenized {
     std::string buf;
     std::vector<Piece> pieces;
     bool bytelevel = false;  // pieces still need the ByteLevel byte->char mapping
-    std::string_view text(const Piece& p) const { return std::string_view(buf).substr(p.off, p.len); }
+    std::string_view text(const Piece& p) const {
+        return std::string_view(buf).substr(p.off, p.len);
+    }
 };
 
 // ---- normalizers ----
@@ -66,7 +69,7 @@ struct PostProcessor {
 
 // Open-addressing hash map from a merge pair (a, b) to (rank, merged id).
 class MergeMap {
-public:
+  public:
     void reserve(size_t n);
     void insert(int32_t a, int32_t b, int32_t rank, int32_t merged);
     // Returns false when (a, b) is not a merge.
@@ -86,7 +89,7 @@ public:
         }
     }
 
-private:
+  private:
     static constexpr uint64_t kEmpty = ~0ULL;
     struct Slot {
         uint64_t key = kEmpty;
@@ -119,31 +122,36 @@ struct BpeModel {
     std::array<int32_t, 256> byte_ids{};
     StrMap raw_vocab;
 
-    void load(const json& model, std::string_view origin);
+    // `model` is tokenizer.json's "model" object without its vocab and merges, which the
+    // streaming loader hands over separately.
+    void load(const json& model, std::vector<std::pair<std::string, int32_t>>&& vocab_entries,
+              std::vector<std::pair<std::string, std::string>>&& merge_pairs,
+              std::string_view origin);
     void prepare_bytelevel();
     // Tokenizes one pre-token (raw bytes when bytelevel, else final text).
     void tokenize(std::string_view word, bool bytelevel, std::vector<int32_t>& out) const;
 
-private:
+  private:
     void merge_symbols(std::vector<int32_t>& syms) const;
 };
 
 struct AddedToken {
     std::string content;
+    std::string piece;  // what decode() shows: the normalized content when normalized (as HF)
     int32_t id;
     bool special, lstrip, rstrip, single_word, normalized;
 };
 
 // Leftmost-longest matching of added tokens (a byte trie).
 class TokenTrie {
-public:
+  public:
     void add(std::string_view s, int32_t index);
     bool empty() const { return nodes_.size() <= 1; }
     // Longest token starting at s[pos]: returns its index and length, or -1.
     int32_t longest(std::string_view s, size_t pos, size_t* len) const;
     bool may_start(unsigned char c) const { return first_[c]; }
 
-private:
+  private:
     struct Node {
         std::vector<std::pair<unsigned char, int32_t>> next;
         int32_t token = -1;
@@ -164,6 +172,12 @@ struct Impl {
     std::unique_ptr<PostProcessor> post_processor;
     std::unique_ptr<Decoder> decoder;
     bool bytelevel_fast = false;
+    // Words may be cut before each "▁" that follows another character, when no vocabulary token
+    // contains such a pair (so no merge can cross the cut): SentencePiece-style tokenizers
+    // without a pre-tokenizer then get per-word caching. Exact by construction.
+    std::string word_marker;
+
+    void tokenize_cached(std::string_view w, bool bytelevel, std::vector<int32_t>& out) const;
 
     std::string bos, eos;
     std::optional<int32_t> bos_id;

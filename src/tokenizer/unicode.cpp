@@ -131,8 +131,8 @@ uint8_t ccc(uint32_t cp) {
 
 const ut::DecompEntry* find_entry(const ut::DecompEntry* b, size_t n, uint32_t cp) {
     const ut::DecompEntry* e = b + n;
-    const ut::DecompEntry* it = std::lower_bound(
-        b, e, cp, [](const ut::DecompEntry& d, uint32_t c) { return d.cp < c; });
+    const ut::DecompEntry* it =
+        std::lower_bound(b, e, cp, [](const ut::DecompEntry& d, uint32_t c) { return d.cp < c; });
     return (it != e && it->cp == cp) ? it : nullptr;
 }
 
@@ -168,7 +168,8 @@ uint32_t compose_pair(uint32_t a, uint32_t b) {
 }  // namespace
 
 std::string normalize(std::string_view s, NormForm form) {
-    bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    bool ascii = std::all_of(s.begin(), s.end(),
+                             [](char c) { return static_cast<unsigned char>(c) < 0x80; });
     if (ascii) return std::string(s);
     bool compat = form == NormForm::NFKC || form == NormForm::NFKD;
     bool compose = form == NormForm::NFC || form == NormForm::NFKC;

@@ -13,7 +13,9 @@ inline uint32_t next_cp(std::string_view s, size_t& i) {
         ++i;
         return b;
     }
-    auto cont = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k]) & 0x3F); };
+    auto cont = [&](size_t k) {
+        return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k]) & 0x3F);
+    };
     uint32_t cp;
     if (b < 0xE0) {
         cp = ((b & 0x1Fu) << 6) | cont(1);

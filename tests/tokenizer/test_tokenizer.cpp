@@ -6,12 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
@@ -56,11 +58,16 @@ struct VocabCase {
     const char* folder;
 };
 
+void PrintTo(const VocabCase& c, std::ostream* os) {
+    *os << c.vectors;
+}
+
 class LlamaCppVectors : public ::testing::TestWithParam<VocabCase> {};
 
 TEST_P(LlamaCppVectors, EncodeAndRoundTrip) {
     const auto& c = GetParam();
-    fs::path base = kShared / "tokenizers" / "llamacpp-vectors" / (std::string("ggml-vocab-") + c.vectors + ".gguf");
+    fs::path base = kShared / "tokenizers" / "llamacpp-vectors" /
+                    (std::string("ggml-vocab-") + c.vectors + ".gguf");
     std::string inp = slurp(base.string() + ".inp");
     std::string outp = slurp(base.string() + ".out");
     // Strings are separated (and terminated) by "\n__ggml_vocab_test__\n"; .out has one line per
@@ -116,7 +123,8 @@ INSTANTIATE_TEST_SUITE_P(Shared, LlamaCppVectors,
 
 // ---------------------------------------------------------------- HF corpus fixtures
 
-void check_cases(const Tokenizer& tok, const json& corpus, const json& cases, const std::string& name) {
+void check_cases(const Tokenizer& tok, const json& corpus, const json& cases,
+                 const std::string& name) {
     ASSERT_EQ(corpus.size(), cases.size());
     int ok = 0;
     for (size_t i = 0; i < corpus.size(); ++i) {
@@ -131,7 +139,8 @@ void check_cases(const Tokenizer& tok, const json& corpus, const json& cases, co
         std::string dec = tok.decode(want, false), dec_skip = tok.decode(want, true);
         EXPECT_EQ(dec, c["decoded"].get<std::string>()) << name << " #" << i;
         EXPECT_EQ(dec_skip, c["decoded_skip_special"].get<std::string>()) << name << " #" << i;
-        ok += ids == want && ids_ns == want_ns && dec == c["decoded"] && dec_skip == c["decoded_skip_special"];
+        ok += ids == want && ids_ns == want_ns && dec == c["decoded"] &&
+              dec_skip == c["decoded_skip_special"];
     }
     std::printf("[ hf       ] %s: %d/%zu strings identical (ids, ids w/o special, decodes)\n",
                 name.c_str(), ok, corpus.size());
@@ -285,14 +294,16 @@ TEST(IncrementalDecoder, InvalidBytesAreFlushed) {
 
 TEST(Unicode, Normalization) {
     using unicode::NormForm;
-    EXPECT_EQ(unicode::normalize("e\xCC\x81", NormForm::NFC), "\xC3\xA9");           // é
+    EXPECT_EQ(unicode::normalize("e\xCC\x81", NormForm::NFC), "\xC3\xA9");  // é
     EXPECT_EQ(unicode::normalize("\xC3\xA9", NormForm::NFD), "e\xCC\x81");
-    EXPECT_EQ(unicode::normalize("\xEF\xAC\x81", NormForm::NFKC), "fi");             // ﬁ
+    EXPECT_EQ(unicode::normalize("\xEF\xAC\x81", NormForm::NFKC), "fi");  // ﬁ
     EXPECT_EQ(unicode::normalize("\xEF\xAC\x81", NormForm::NFC), "\xEF\xAC\x81");
-    EXPECT_EQ(unicode::normalize("\xE2\x84\xA6", NormForm::NFC), "\xCE\xA9");        // Ω ohm->omega
+    EXPECT_EQ(unicode::normalize("\xE2\x84\xA6", NormForm::NFC), "\xCE\xA9");  // Ω ohm->omega
     // Hangul: jamo L V T compose to the syllable 각 (U+AC01) and decompose back.
-    EXPECT_EQ(unicode::normalize("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", NormForm::NFC), "\xEA\xB0\x81");
-    EXPECT_EQ(unicode::normalize("\xEA\xB0\x81", NormForm::NFD), "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8");
+    EXPECT_EQ(unicode::normalize("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", NormForm::NFC),
+              "\xEA\xB0\x81");
+    EXPECT_EQ(unicode::normalize("\xEA\xB0\x81", NormForm::NFD),
+              "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8");
     // Canonical reordering: a + dot below (220) + acute (230) in either order -> same NFD.
     EXPECT_EQ(unicode::normalize("a\xCC\x81\xCC\xA3", NormForm::NFD), "a\xCC\xA3\xCC\x81");
     // U+0958 is a composition exclusion: NFC keeps it decomposed.
@@ -301,7 +312,7 @@ TEST(Unicode, Normalization) {
 }
 
 TEST(Unicode, LossyUtf8) {
-    EXPECT_EQ(unicode::utf8_lossy("a\xF0\x9F\xA6"), "a\xEF\xBF\xBD");   // truncated: one U+FFFD
+    EXPECT_EQ(unicode::utf8_lossy("a\xF0\x9F\xA6"), "a\xEF\xBF\xBD");  // truncated: one U+FFFD
     EXPECT_EQ(unicode::utf8_lossy("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: two
     EXPECT_EQ(unicode::utf8_lossy("ok ✓"), "ok ✓");
     EXPECT_FALSE(unicode::is_valid_utf8("\xED\xA0\x80"));  // surrogate
@@ -311,7 +322,12 @@ TEST(Unicode, LossyUtf8) {
 
 TEST(Tokenizer, InvalidUtf8InputIsReplaced) {
     const Tokenizer& tok = shared_tokenizer("tokenizers/llama3");
-    EXPECT_EQ(tok.encode("a\xFF" "b", false), tok.encode("a\xEF\xBF\xBD" "b", false));
+    EXPECT_EQ(tok.encode("a\xFF"
+                         "b",
+                         false),
+              tok.encode("a\xEF\xBF\xBD"
+                         "b",
+                         false));
 }
 
 TEST(Tokenizer, ErrorsNameTheProblem) {
@@ -329,7 +345,8 @@ TEST(Tokenizer, ErrorsNameTheProblem) {
     }
     try {
         Tokenizer::from_json(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
-                                 "pre_tokenizer": {"type": "UnicodeScripts"}})", {}, "y.json");
+                                 "pre_tokenizer": {"type": "UnicodeScripts"}})",
+                             {}, "y.json");
         FAIL() << "expected an error";
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("UnicodeScripts"), std::string::npos);
@@ -338,7 +355,8 @@ TEST(Tokenizer, ErrorsNameTheProblem) {
 
 TEST(Tokenizer, ConfigAddBosEosOverridesTemplate) {
     // A tiny tokenizer: add_eos_token in tokenizer_config.json appends EOS, as transformers does.
-    std::string tj = R"({"model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1, "a": 2, "b": 3, "ab": 4},
+    std::string tj =
+        R"({"model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1, "a": 2, "b": 3, "ab": 4},
         "merges": ["a b"]},
         "added_tokens": [{"id": 0, "content": "<s>", "special": true},
                          {"id": 1, "content": "</s>", "special": true}],
@@ -348,11 +366,40 @@ TEST(Tokenizer, ConfigAddBosEosOverridesTemplate) {
     EXPECT_EQ(plain.encode("abab"), std::vector<int32_t>({0, 4, 4}));
     EXPECT_EQ(plain.bos_id(), 0);
     Tokenizer both = Tokenizer::from_json(
-        tj, R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": true, "add_eos_token": true})");
+        tj,
+        R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": true, "add_eos_token": true})");
     EXPECT_EQ(both.encode("aba"), std::vector<int32_t>({0, 4, 2, 1}));
     EXPECT_EQ(both.eos_ids(), std::vector<int32_t>({1}));
     Tokenizer none = Tokenizer::from_json(tj, R"({"bos_token": "<s>", "add_bos_token": false})");
     EXPECT_EQ(none.encode("ab"), std::vector<int32_t>({4}));
+}
+
+TEST(Tokenizer, ConcurrentEncodeMatchesSerial) {
+    // The word cache is shared between threads: results must not depend on interleaving.
+    const json& fx = fixture("hf_corpus.json");
+    const Tokenizer& tok = shared_tokenizer("models/docs-27M");
+    const json& cases = fx["tokenizers"]["docs-27M"]["cases"];
+    std::vector<std::thread> threads;
+    std::atomic<int> mismatches{0};
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int rep = 0; rep < 5; ++rep)
+                for (size_t i = 0; i < fx["corpus"].size(); ++i) {
+                    size_t k = (i + static_cast<size_t>(t) * 7) % fx["corpus"].size();
+                    auto ids = tok.encode(fx["corpus"][k].get<std::string>(), true);
+                    if (ids != cases[k]["ids"].get<std::vector<int32_t>>()) ++mismatches;
+                }
+        });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(Tokenizer, DecodeSkipsUnknownIds) {
+    const Tokenizer& tok = shared_tokenizer("models/stories260K");
+    // Ids outside the vocabulary (e.g. padded embedding rows) are skipped, as in HF.
+    EXPECT_EQ(tok.decode({-1, 403, 100000, 407}), tok.decode({403, 407}));
+    EXPECT_EQ(tok.decode({403, 407}), "Once upon");
 }
 
 // ---------------------------------------------------------------- CLI
@@ -377,7 +424,8 @@ TEST(Cli, TokenizeAndDecode) {
               "{\"ids\": [" + joined + "]}\n");
     EXPECT_EQ(run_cli("tokenize -m " + model + " --text 'Once upon a time' --no-special"),
               "403 407 261 378\n");
-    EXPECT_EQ(run_cli("tokenize -m " + model + " --decode '1 403 407 261 378'"), "<s> Once upon a time\n");
+    EXPECT_EQ(run_cli("tokenize -m " + model + " --decode '1 403 407 261 378'"),
+              "<s> Once upon a time\n");
     EXPECT_EQ(run_cli("tokenize -m " + model + " --decode '1 403 407 261 378' --no-special"),
               "Once upon a time\n");
     EXPECT_NE(run_cli("tokenize -m /nonexistent --text x").find("error:"), std::string::npos);
