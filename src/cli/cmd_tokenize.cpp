@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/command.h"
+#include "io/hf_cache.h"
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,13 +22,8 @@ struct Options {
 
 Tokenizer load(const std::string& model) {
     std::filesystem::path p(model);
-    // TODO(lead): resolve "org/name" through resolve_model_path (src/io/hf_cache.h) once it lands.
     if (std::filesystem::is_regular_file(p)) return Tokenizer::from_file(p);
-    FS_CHECK(std::filesystem::is_directory(p),
-             "model {:?} is not a folder or a tokenizer.json file (pass the folder that holds "
-             "tokenizer.json)",
-             model);
-    return Tokenizer::from_folder(p);
+    return Tokenizer::from_folder(resolve_model_path(model));  // a folder or an HF cache repo id
 }
 
 int run(const Options& o) {
