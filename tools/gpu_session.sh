@@ -13,6 +13,8 @@ STEPS=${STEPS:-"tests memcheck bench7b"}
 mkdir -p /work
 [ -e /work/main ] || ln -s "$ROOT" /work/main
 [ -e /work/shared ] || ln -s "$ROOT/.gpu/shared" /work/shared
+# FARSIGHT_SHARED_DIR is /work/main/../shared, and ".." after the /work/main link is the repo's parent
+[ -e "$ROOT/../shared" ] || ln -s "$ROOT/.gpu/shared" "$ROOT/../shared"
 export LD_LIBRARY_PATH="$ROOT/.gpu/lib:${LD_LIBRARY_PATH:-}"
 BIN=$ROOT/.gpu/bin
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$OUT/device.txt"
@@ -26,12 +28,12 @@ run() {  # run NAME TIMEOUT CMD...
 }
 for s in $STEPS; do
   case $s in
-    tests) run test_gpu 300 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
-    memcheck) run memcheck 240 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
+    tests) run test_gpu 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
+    memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
         "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*' ;;
-    bench7b) run bench_llama2-7b 420 "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 32 --kv-tokens 70000 \
+    bench7b) run bench_llama2-7b 330 "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 32 --kv-tokens 70000 \
         --commit "$COMMIT" --json "$OUT/bench_llama2-7b.json" ;;
-    bench8b) run bench_llama3-8b_128k 560 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
+    bench8b) run bench_llama3-8b_128k 400 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
         --prefill-lens 131072 --decode-ctx 131072 --decode-batches 1 --max-model-len 131200 --kv-tokens 131328 \
         --commit "$COMMIT" --json "$OUT/bench_llama3-8b_128k.json" ;;
   esac

@@ -54,7 +54,9 @@ TEST(GpuModel, Stories260KGreedyMatchesCpu) {
         while (same < got.size() && got[same] == want[same]) ++same;
         std::printf("[figure] stories260K greedy on CUDA (%s): first %zu of %zu tokens identical to the CPU backend\n", dt,
                     same, want.size());
-        if (std::string(dt) == "bf16") EXPECT_EQ(got, want);
+        if (std::string(dt) == "bf16") {
+            EXPECT_EQ(got, want);
+        }
     }
 }
 
