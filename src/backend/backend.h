@@ -152,6 +152,8 @@ public:
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
 // Throws Error when built without CUDA or no device is present.
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+// Same, with the activation dtype chosen: DType::BF16 (default) or DType::F16.
+std::unique_ptr<Backend> make_cuda_backend_with(int device, DType activation_dtype);
 bool cuda_available();
 
 }  // namespace farsight

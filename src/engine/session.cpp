@@ -33,7 +33,8 @@ Session::Session(const LoadOptions& o) {
     const auto t0 = std::chrono::steady_clock::now();
     if (o.device == "cpu") backend_ = make_cpu_backend(o.threads);
     else if (o.device == "cuda" || o.device.rfind("cuda:", 0) == 0)
-        backend_ = make_cuda_backend(o.device.size() > 5 ? std::stoi(o.device.substr(5)) : 0);
+        backend_ = make_cuda_backend_with(o.device.size() > 5 ? std::stoi(o.device.substr(5)) : 0,
+                                          o.dtype == "f16" || o.dtype == "fp16" || o.dtype == "float16" ? DType::F16 : DType::BF16);
     else fail("unknown device \"{}\" (use cpu or cuda[:N])", o.device);
 
     std::optional<DType> wdtype;

@@ -13,6 +13,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
     for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
     return r + "]";
 }
+// A [n, 1] column (biases concatenated part by part) seen as the [1, n] row linear() expects.
+Tensor as_row(Tensor t) {
+    t.cols = t.rows;
+    t.rows = 1;
+    return t;
+}
 std::string layer_name(int64_t i, const char* suffix) {
     return "model.layers." + std::to_string(i) + "." + suffix;
 }
@@ -103,12 +109,12 @@ Model::Model(ModelConfig cfg, std::shared_ptr<const WeightSource> weights, Backe
             L.qkv = be_.load_concat({w(q + "weight"), w(k + "weight"), w(v + "weight")}, {Q, KV, KV},
                                     wdtype_, H);
             if (c.attention_bias)
-                L.bqkv = be_.load_concat({w(q + "bias"), w(k + "bias"), w(v + "bias")}, {1, 1, 1},
-                                         be_.activation_dtype(), Q + 2 * KV);
+                L.bqkv = as_row(be_.load_concat({w(q + "bias"), w(k + "bias"), w(v + "bias")},
+                                                {Q, KV, KV}, be_.activation_dtype(), 1));
             L.gate_up = be_.load_concat({w(g + "weight"), w(u + "weight")}, {I, I}, wdtype_, H);
             if (c.mlp_bias)
-                L.bgate_up = be_.load_concat({w(g + "bias"), w(u + "bias")}, {1, 1},
-                                             be_.activation_dtype(), 2 * I);
+                L.bgate_up = as_row(be_.load_concat({w(g + "bias"), w(u + "bias")}, {I, I},
+                                                    be_.activation_dtype(), 1));
             weight_bytes_ += L.qkv.nbytes() + L.gate_up.nbytes();
         } else {
             L.q = load(q + "weight", true, Q, H);
@@ -180,7 +186,7 @@ void Model::ensure_workspace(int64_t T, int64_t R) {
     if (R > ws_rows_) {
         const int64_t cap = std::max<int64_t>(R, 16);
         last_ = be_.alloc(a, cap, c.hidden_size);
-        logits_ = be_.alloc(a, cap, c.vocab_size);  // bf16 on GPU, like transformers
+        logits_ = be_.alloc(DType::F32, cap, c.vocab_size);  // f32 logits (bf16 inputs on GPU)
         ws_rows_ = cap;
     }
 }

@@ -117,9 +117,10 @@ constexpr size_t kStageBytes = 16u << 20;  // per pinned staging buffer (two of 
 // W^T(N x K, from K x N col-major) * x(K x T).
 std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, int64_t N, int64_t K,
                                      bool bias, unsigned align_a, unsigned align_b,
-                                     unsigned align_c, size_t workspace) {
+                                     unsigned align_c, size_t workspace, DType out_dt) {
     auto plan = std::make_unique<LtPlan>();
     cudaDataType_t ct = cuda_type(dt);
+    const cudaDataType_t ot = cuda_type(out_dt);  // f32 output for logits
     FS_CUBLAS(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     FS_CUBLAS(
@@ -135,7 +136,7 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, in
     }
     FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->a, ct, K, N, K));
     FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->b, ct, K, T, K));
-    FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->c, ct, N, T, N));
+    FS_CUBLAS(cublasLtMatrixLayoutCreate(&plan->c, ot, N, T, N));
     cublasLtMatmulPreference_t pref = nullptr;
     FS_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
     std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
@@ -563,7 +564,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                          int64_t col0) {
     FS_CHECK(col0 == 0, "linear: the CUDA backend fuses weights and writes whole rows (col0 {})", col0);
     check_act(x, "linear");
-    check_act(out, "linear");
+    if (out.dtype != DType::F32) check_act(out, "linear");  // f32 out: logits
     FS_CHECK(w.dtype == act_,
              "linear: weight dtype {} must equal the activation dtype {} on the CUDA backend",
              dtype_name(w.dtype), dtype_name(act_));
@@ -578,15 +579,16 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                  dtype_name(b->dtype), N, dtype_name(act_));
     if (T == 0) return;
     cudaStream_t st = stream_->get();
-    const bool gemv_ok = gemv_mode_ != 0 && gemv_supported(T, N, K) && alignment_of(x.data) >= 16 &&
+    const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
+                         alignment_of(x.data) >= 16 &&
                          alignment_of(w.data) >= 16;
     PlanKey key{
-        static_cast<int>(act_), T, N, K, b != nullptr, alignment_of(w.data), alignment_of(x.data),
+        static_cast<int>(act_) * 16 + static_cast<int>(out.dtype), T, N, K, b != nullptr, alignment_of(w.data), alignment_of(x.data),
         alignment_of(out.data)};
     auto it = plans_.find(key);
     if (it == plans_.end()) {
         auto plan = make_lt_plan(lt_->get(), act_, T, N, K, b != nullptr, std::get<5>(key),
-                                 std::get<6>(key), std::get<7>(key), lt_ws_.size());
+                                 std::get<6>(key), std::get<7>(key), lt_ws_.size(), out.dtype);
         if (gemv_ok && gemv_mode_ == 1) {
             plan->use_gemv = true;
         } else if (gemv_ok) {
@@ -779,7 +781,7 @@ DeviceRoofline measure_device_roofline(int device) {
         launch_fill_random(DType::BF16, a.get(), elems, 2, 1.0f, st);
         launch_fill_random(DType::BF16, b.get(), elems, 3, 1.0f, st);
         LtHandle h;
-        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size());
+        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size(), DType::BF16);
         for (int i = 0; i < 3; ++i)
             lt_run(h.get(), *plan, a.get(), b.get(), nullptr, c.get(), ws.get(), ws.size(), st);
         std::vector<float> ms;

@@ -21,7 +21,5 @@ struct DeviceRoofline {
 // Runs on device 0 (or `device`); takes about a second. Throws Error without a CUDA device.
 DeviceRoofline measure_device_roofline(int device = 0);
 
-// Like make_cuda_backend, with the activation dtype chosen: DType::BF16 (default) or DType::F16.
-std::unique_ptr<Backend> make_cuda_backend_with(int device, DType activation_dtype);
 
 }  // namespace farsight
