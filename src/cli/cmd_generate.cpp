@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
@@ -15,12 +16,17 @@ namespace {
 struct GenerateOpts {
     LoadOptions load;
     GenFlags gen;
-    std::string prompt;
+    std::string prompt, prompt_file;
     bool json = false;
     bool no_special = false;
 };
 
-int run_generate(const GenerateOpts& o) {
+int run_generate(GenerateOpts o) {
+    if (!o.prompt_file.empty()) {
+        std::ifstream f(o.prompt_file, std::ios::binary);
+        FS_CHECK(f.good(), "cannot read prompt file {}", o.prompt_file);
+        o.prompt.assign(std::istreambuf_iterator<char>(f), {});
+    }
     Session s(o.load);
     const Tokenizer tok = load_tokenizer(o.gen, s);
     const GenerationOptions go = resolve_generation(o.gen, s.model_dir(), tok);
@@ -57,6 +63,7 @@ Register reg("generate", "Generate text from a prompt (streams as it is produced
     add_model_options(app, o->load);
     add_generation_options(app, o->gen);
     app.add_option("-p,--prompt", o->prompt, "Prompt text (BOS is added as the tokenizer does)");
+    app.add_option("-f,--prompt-file", o->prompt_file, "Read the prompt from this file (exactly, newlines included)");
     app.add_flag("--no-special", o->no_special, "Encode the prompt without special tokens (no BOS)");
     app.add_flag("--json", o->json,
                  "Print one JSON object {text, ids, prompt_ids, finish_reason, prefill_tok_s, decode_tok_s}");

@@ -84,3 +84,24 @@ TEST(TextCli, GenerateStopsSeedsAndLimits) {
     EXPECT_EQ(big.code, 1);
     EXPECT_NE(big.out.find("context"), std::string::npos) << big.out;
 }
+
+// chat: two turns through docs-27M's chat template; the answers are what generate gives for the
+// rendered conversation (checked for the first turn).
+TEST(TextCli, ChatTwoTurnsThroughTemplate) {
+    const std::string docs = kShared + "/models/docs-27M";
+    const CliResult r2 = run_cli("chat -m " + docs + " -n 12 --temp 0 --system 'Be brief.' <<'EOF'\nHow do I list files?\nAnd hidden ones?\nEOF\n");
+    ASSERT_EQ(r2.code, 0) << r2.out;
+    // expected first answer: generate on the rendered prompt (bos + header blocks), no special tokens added
+    const std::string prompt =
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHow do I list files?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    TempDir t;
+    write_file(t.path / "p.txt", prompt);
+    const CliResult g = run_cli("generate -m " + docs + " -n 12 --temp 0 --no-special --json -f " + q(t.path / "p.txt"));
+    ASSERT_EQ(g.code, 0) << g.out;
+    const std::string first = json::parse(g.out)["text"];
+    EXPECT_EQ(r2.out.rfind(first, 0), 0u) << "chat output:\n" << r2.out << "\nexpected first answer:\n" << first;
+    // two answers, one per line group
+    EXPECT_GT(r2.out.size(), first.size() + 1);
+}
