@@ -31,12 +31,6 @@ ProgressFn progress_bar() {
 
 Session::Session(const LoadOptions& o) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (o.device == "cpu") backend_ = make_cpu_backend(o.threads);
-    else if (o.device == "cuda" || o.device.rfind("cuda:", 0) == 0)
-        backend_ = make_cuda_backend_with(o.device.size() > 5 ? std::stoi(o.device.substr(5)) : 0,
-                                          o.dtype == "f16" || o.dtype == "fp16" || o.dtype == "float16" ? DType::F16 : DType::BF16);
-    else fail("unknown device \"{}\" (use cpu or cuda[:N])", o.device);
-
     std::optional<DType> wdtype;
     if (o.dtype != "auto") {
         DType d;
@@ -52,13 +46,25 @@ Session::Session(const LoadOptions& o) {
             for (const auto& n : preset_names()) names += " " + n;
             fail("--dummy \"{}\" is neither a preset nor a config.json file (presets:{})", o.dummy, names);
         }
-        weights_ = make_random_weights(cfg, wdtype.value_or(cfg.dtype), o.seed);
     } else {
         FS_CHECK(!o.model.empty(), "no model given (use -m MODEL_DIR_OR_REPO_ID or --dummy PRESET)");
         model_dir_ = resolve_model_path(o.model);
         cfg = parse_model_config(o.config.empty() ? model_dir_ / "config.json" : std::filesystem::path(o.config));
-        weights_ = open_safetensors_folder(model_dir_);
     }
+    if (o.device == "cpu") {
+        backend_ = make_cpu_backend(o.threads);
+    } else if (o.device == "cuda" || o.device.rfind("cuda:", 0) == 0) {
+        // GPU activations are 16-bit: the model's own 16-bit type, f16 for f32 models (more
+        // mantissa than bf16), or what --dtype asks for.
+        const DType want = wdtype.value_or(cfg.dtype);
+        FS_CHECK(want != DType::F32, "the CUDA backend computes in bf16 or f16 (--dtype bf16|f16), not f32");
+        backend_ = make_cuda_backend_with(o.device.size() > 5 ? std::stoi(o.device.substr(5)) : 0,
+                                          want == DType::BF16 ? DType::BF16 : DType::F16);
+    } else {
+        fail("unknown device \"{}\" (use cpu or cuda[:N])", o.device);
+    }
+    if (!o.dummy.empty()) weights_ = make_random_weights(cfg, wdtype.value_or(cfg.dtype), o.seed);
+    else weights_ = open_safetensors_folder(model_dir_);
     model_ = std::make_unique<Model>(cfg, weights_, *backend_, wdtype,
                                      o.progress ? progress_bar() : ProgressFn{});
 

@@ -71,7 +71,7 @@ void check_case(const std::string& name) {
     const json ref = read_json(dir + "/ref.json");
     const auto tokens = ref["tokens"].get<std::vector<int32_t>>();
     LoadOptions o;
-    o.model = ref["model_dir_in_shared"].is_string() ? kShared + "/" + ref["model_dir_in_shared"].get<std::string>() : dir;
+    o.model = ref.value("model_dir_in_shared", json()).is_string() ? kShared + "/" + ref["model_dir_in_shared"].get<std::string>() : dir;
     o.threads = 2;
     o.kv_tokens = static_cast<int64_t>(tokens.size()) + 64;
     o.max_model_len = static_cast<int64_t>(tokens.size());  // dynamic NTK runs past its nominal length
