@@ -11,5 +11,9 @@ cp build-gpu/farsight build-gpu/tests/test_gpu .gpu/bin/
 cp -L /usr/lib/x86_64-linux-gnu/libfmt.so.9 .gpu/lib/
 cp -r ../shared/models/stories260K .gpu/shared/models/
 cp ../shared/testdata/stories260K_golden.json .gpu/shared/testdata/
+# tokenizer + template fixtures are regenerated there with that machine's transformers
+tar -C ../shared -cJf .gpu/shared_text.tar.xz tokenizers templates
+mkdir -p .gpu/shared/models/docs-27M
+cp ../shared/models/docs-27M/{tokenizer.json,tokenizer_config.json,chat_template.jinja,generation_config.json,config.json} .gpu/shared/models/docs-27M/
 git rev-parse --short HEAD > .gpu/commit
 du -sh .gpu

@@ -17,6 +17,7 @@ mkdir -p /work
 [ -e "$ROOT/../shared" ] || ln -s "$ROOT/.gpu/shared" "$ROOT/../shared"
 export LD_LIBRARY_PATH="$ROOT/.gpu/lib:${LD_LIBRARY_PATH:-}"
 BIN=$ROOT/.gpu/bin
+[ -f "$ROOT/.gpu/shared_text.tar.xz" ] && [ ! -d "$ROOT/.gpu/shared/tokenizers" ] && tar -C "$ROOT/.gpu/shared" -xJf "$ROOT/.gpu/shared_text.tar.xz"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$OUT/device.txt"
 COMMIT=$(cat "$ROOT/.gpu/commit" 2>/dev/null || echo unknown)
 summary=()
@@ -36,8 +37,16 @@ for s in $STEPS; do
     bench8b) run bench_llama3-8b_128k 400 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
         --prefill-lens 131072 --decode-ctx 131072 --decode-batches 1 --max-model-len 131200 --kv-tokens 131328 \
         --commit "$COMMIT" --json "$OUT/bench_llama3-8b_128k.json" ;;
+    fixtures)  # regenerate the tokenizer/template fixtures with this machine's transformers and compare
+      cp tests/fixtures/tokenizer/hf_corpus.json "$OUT/hf_corpus.committed.json"
+      cp tests/fixtures/template/hf_renders.json "$OUT/hf_renders.committed.json"
+      run tok_fixtures 120 env HF_HUB_OFFLINE=1 python3 tools/make_tokenizer_fixtures.py
+      run tpl_fixtures 120 env HF_HUB_OFFLINE=1 python3 tools/make_template_fixtures.py
+      run fixture_diff 60 python3 tools/compare_fixtures.py "$OUT/hf_corpus.committed.json" tests/fixtures/tokenizer/hf_corpus.json \
+          "$OUT/hf_renders.committed.json" tests/fixtures/template/hf_renders.json ;;
   esac
 done
 echo "==== summary"; printf '%s\n' "${summary[@]}"
+for f in "$OUT"/fixture_diff.log "$OUT"/tok_fixtures.log "$OUT"/tpl_fixtures.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -5 "$f"; }; done
 for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
 for f in "$OUT"/bench_*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -v "loading weights" "$f" | tail -25; }; done
