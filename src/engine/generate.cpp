@@ -55,6 +55,13 @@ GenerationResult generate(Session& s, const Tokenizer& tok, const std::vector<in
              "prompt or raise the limit",
              prompt.size(), ctx);
     const int64_t budget = std::min<int64_t>(o.max_new_tokens, ctx - static_cast<int64_t>(prompt.size()));
+    // Refuse up front what the KV cache cannot hold, rather than failing mid-generation.
+    const int64_t need = static_cast<int64_t>(prompt.size()) + budget;
+    const int64_t free_tokens = s.pool().num_free() * s.block_size();
+    FS_CHECK(need <= free_tokens,
+             "this request needs KV cache room for {} tokens ({} prompt + {} new) but only {} are free "
+             "(cache: {} tokens; see `farsight plan`, --kv-tokens, --gpu-memory-fraction)",
+             need, prompt.size(), budget, free_tokens, s.kv_capacity_tokens());
     const int64_t V = s.config().vocab_size;
 
     Sampler sampler(o.sampling);

@@ -105,3 +105,10 @@ TEST(TextCli, ChatTwoTurnsThroughTemplate) {
     // two answers, one per line group
     EXPECT_GT(r2.out.size(), first.size() + 1);
 }
+
+// A request that cannot fit in the KV cache is refused before any work, with the figures.
+TEST(TextCli, RequestLargerThanKvCacheIsRefused) {
+    const CliResult r = run_cli("generate -m " + kStories + " -p \"Once upon a time\" -n 100 --kv-tokens 64");
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.out.find("KV cache room for 105 tokens"), std::string::npos) << r.out;
+}
