@@ -314,13 +314,22 @@ struct Server::Impl {
     }
 
     // ---- responses ----
+    // A token's own text. SentencePiece decoders drop the leading space of a sequence's first
+    // token, which a lone token always is: put it back from the piece's U+2581.
+    std::string token_text(int32_t id) const {
+        std::string s = tok.decode({id});
+        const std::string piece = tok.id_to_piece(id);
+        if (piece.rfind("\xe2\x96\x81", 0) == 0 && (s.empty() || s[0] != ' ')) s = std::string(" ") + s;
+        return s;
+    }
+
     ojson chat_logprobs_json(const std::vector<TokenInfo>& toks) const {
         ojson content = ojson::array();
         for (const auto& t : toks) {
-            const std::string s = tok.decode({t.id});
+            const std::string s = token_text(t.id);
             ojson top = ojson::array();
             for (const auto& a : t.top) {
-                const std::string as = tok.decode({a.id});
+                const std::string as = token_text(a.id);
                 top.push_back({{"token", as}, {"logprob", a.logprob}, {"bytes", bytes_of(as)}});
             }
             content.push_back({{"token", s}, {"logprob", t.logprob}, {"bytes", bytes_of(s)}, {"top_logprobs", top}});
@@ -332,13 +341,13 @@ struct Server::Impl {
         ojson tokens = ojson::array(), lps = ojson::array(), tops = ojson::array(), offs = ojson::array();
         size_t off = text_offset;
         for (const auto& t : toks) {
-            const std::string s = tok.decode({t.id});
+            const std::string s = token_text(t.id);
             tokens.push_back(s);
             lps.push_back(t.logprob);
             offs.push_back(off);
             off += s.size();
             ojson top = ojson::object();
-            for (const auto& a : t.top) top[tok.decode({a.id})] = a.logprob;
+            for (const auto& a : t.top) top[token_text(a.id)] = a.logprob;
             tops.push_back(n_top > 0 ? top : ojson(nullptr));
         }
         return ojson{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};

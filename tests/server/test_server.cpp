@@ -40,6 +40,9 @@ struct Running {
     explicit Running(int64_t max_pending = 1024, size_t max_body = 1 << 20) {
         LoadOptions lo;
         lo.model = kModel;
+        // One CPU thread: with a thread pool on a busy 2-core CI machine, wall time is dominated
+        // by thread wake-ups, not compute, which would blur the prefix-cache timing.
+        lo.threads = 1;
         session = std::make_unique<Session>(lo);
         tok = std::make_unique<Tokenizer>(Tokenizer::from_folder(kModel));
         engine = std::make_unique<Engine>(*session, *tok, SchedulerConfig{}, max_pending);
@@ -138,6 +141,25 @@ TEST_F(ServerTest, CompletionEqualsGenerateAndStreamingAgrees) {
     EXPECT_EQ(j["usage"]["prompt_tokens"], ref.prompt_ids.size());
     EXPECT_EQ(j["usage"]["completion_tokens"], ref.ids.size());
     EXPECT_EQ(j["choices"][0]["finish_reason"], ref.finish_reason == "eos" ? "stop" : ref.finish_reason);
+    // Logprobs: one entry per token, and the tokens' texts add up to the text.
+    j = post(rs, "/v1/completions",
+             json{{"model", "stories"}, {"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0}, {"logprobs", 2}}.dump(),
+             &st);
+    ASSERT_EQ(st, 200) << j.dump();
+    {
+        const json& lp = j["choices"][0]["logprobs"];
+        ASSERT_EQ(lp["tokens"].size(), ref.ids.size());
+        std::string joined;
+        for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+            EXPECT_EQ(lp["text_offset"][i], joined.size());
+            joined += lp["tokens"][i].get<std::string>();
+            EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ref.logprobs[i], 1e-5);
+            EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);
+        }
+        if (ref.finish_reason != "eos") {
+            EXPECT_EQ(joined, ref.text);
+        }
+    }
     // Token-array prompt + echo.
     j = post(rs, "/v1/completions",
              json{{"model", "stories"}, {"prompt", ref.prompt_ids}, {"max_tokens", 40}, {"temperature", 0}, {"echo", true}}
@@ -330,7 +352,7 @@ TEST_F(ServerTest, SharedPrefixIsComputedOnce) {
     std::vector<int32_t> ids = rs.tok->encode(prefix);
     ids.resize(450);
     std::vector<double> first_ms, second_ms;
-    for (int round = 0; round < 3; ++round) {
+    for (int round = 0; round < 5; ++round) {
         std::vector<int32_t> p = ids;
         p[1] = 100 + round;  // a fresh prefix each round (nothing cached yet)
         std::vector<int32_t> a = p, b = p;
@@ -346,11 +368,11 @@ TEST_F(ServerTest, SharedPrefixIsComputedOnce) {
         first_ms.push_back(ja["timings"]["prefill_ms"].get<double>());
         second_ms.push_back(jb["timings"]["prefill_ms"].get<double>());
     }
-    std::sort(first_ms.begin(), first_ms.end());
-    std::sort(second_ms.begin(), second_ms.end());
-    std::printf("prefill of a 453-token prompt: %.3f ms; with 448 tokens cached: %.3f ms (medians)\n", first_ms[1],
-                second_ms[1]);
-    EXPECT_LE(second_ms[1], 0.2 * first_ms[1]);
+    // Wall-clock times on a shared CI machine: compare the best of 5 rounds (noise only adds).
+    const double first = *std::min_element(first_ms.begin(), first_ms.end());
+    const double second = *std::min_element(second_ms.begin(), second_ms.end());
+    std::printf("prefill of a 453-token prompt: %.3f ms; with 448 tokens cached: %.3f ms (best of 5)\n", first, second);
+    EXPECT_LE(second, 0.2 * first);
 }
 
 TEST(ServerOverload, FullQueueGets503) {
