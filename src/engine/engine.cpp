@@ -4,7 +4,8 @@ namespace farsight {
 
 std::optional<SeqEvent> RequestStream::next(std::chrono::milliseconds timeout) {
     std::unique_lock lk(mu_);
-    if (!cv_.wait_for(lk, timeout, [&] { return !q_.empty() || finished_ >= n_; })) return std::nullopt;
+    if (!cv_.wait_for(lk, timeout, [&] { return !q_.empty() || finished_ >= n_; }))
+        return std::nullopt;
     if (q_.empty()) return std::nullopt;
     SeqEvent ev = std::move(q_.front());
     q_.pop_front();
@@ -31,7 +32,9 @@ Engine::Engine(Session& session, const Tokenizer& tok, SchedulerConfig cfg, int6
     thread_ = std::thread([this] { loop(); });
 }
 
-Engine::~Engine() { shutdown(false); }
+Engine::~Engine() {
+    shutdown(false);
+}
 
 std::shared_ptr<RequestStream> Engine::submit(Request r) {
     const uint64_t id = next_id_.fetch_add(1);
@@ -47,8 +50,8 @@ std::shared_ptr<RequestStream> Engine::submit(Request r) {
         std::lock_guard lk(mu_);
         if (stopping_) throw Overloaded("the server is shutting down");
         if (pending_.load() >= max_pending_)
-            throw Overloaded(fmt::format("the server is overloaded ({} requests in flight); retry later",
-                                         pending_.load()));
+            throw Overloaded(fmt::format(
+                "the server is overloaded ({} requests in flight); retry later", pending_.load()));
         pending_.fetch_add(1);
         incoming_.emplace_back(id, std::move(r));
     }
@@ -79,7 +82,9 @@ SchedulerMetrics Engine::metrics() const {
     return snapshot_;
 }
 
-int64_t Engine::pending() const { return pending_.load(); }
+int64_t Engine::pending() const {
+    return pending_.load();
+}
 
 void Engine::loop() {
     for (;;) {
@@ -88,7 +93,9 @@ void Engine::loop() {
         bool stopping = false, abort = false;
         {
             std::unique_lock lk(mu_);
-            cv_.wait(lk, [&] { return stopping_ || !incoming_.empty() || !cancels_.empty() || !sched_.idle(); });
+            cv_.wait(lk, [&] {
+                return stopping_ || !incoming_.empty() || !cancels_.empty() || !sched_.idle();
+            });
             in.swap(incoming_);
             cancels.swap(cancels_);
             stopping = stopping_;

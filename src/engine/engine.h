@@ -19,13 +19,13 @@ namespace farsight {
 
 // Thrown by Engine::submit when the queue is full or the engine is shutting down.
 class Overloaded : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // The events of one request, in order, as the engine produces them.
 class RequestStream {
-public:
+  public:
     RequestStream(uint64_t id, int n) : id_(id), n_(n) {}
     uint64_t id() const { return id_; }
     int n() const { return n_; }
@@ -36,7 +36,7 @@ public:
     bool finished() const;
     void push(SeqEvent ev);  // engine side
 
-private:
+  private:
     uint64_t id_;
     int n_;
     mutable std::mutex mu_;
@@ -46,9 +46,10 @@ private:
 };
 
 class Engine {
-public:
+  public:
     // max_pending: requests queued or running at once before submit() throws Overloaded.
-    Engine(Session& session, const Tokenizer& tok, SchedulerConfig cfg = {}, int64_t max_pending = 1024);
+    Engine(Session& session, const Tokenizer& tok, SchedulerConfig cfg = {},
+           int64_t max_pending = 1024);
     ~Engine();  // aborts what is left and joins the thread
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -64,7 +65,7 @@ public:
     int64_t pending() const;           // requests submitted and not yet finished
     const Session& session() const { return session_; }
 
-private:
+  private:
     void loop();
     Session& session_;
     Scheduler sched_;

@@ -73,17 +73,23 @@ void Scheduler::add(uint64_t id, Request r) {
     m_.prompt_tokens += req->prompt.size();
     std::string error;
     const int64_t ctx = s_.max_model_len();
-    if (req->prompt.empty()) error = "the prompt is empty";
+    if (req->prompt.empty())
+        error = "the prompt is empty";
     else if (static_cast<int64_t>(req->prompt.size()) >= ctx)
-        error = fmt::format("the prompt has {} tokens but the context is {} tokens", req->prompt.size(), ctx);
+        error = fmt::format("the prompt has {} tokens but the context is {} tokens",
+                            req->prompt.size(), ctx);
     for (int32_t t : req->prompt)
         if (error.empty() && (t < 0 || t >= s_.config().vocab_size))
-            error = fmt::format("token id {} is outside the vocabulary [0, {})", t, s_.config().vocab_size);
+            error = fmt::format("token id {} is outside the vocabulary [0, {})", t,
+                                s_.config().vocab_size);
     for (int i = 0; i < n; ++i) {
         auto q = std::make_unique<Sequence>(id, i, req, tok_);
-        if (!error.empty()) finish(*q, "error", error);
-        else if (req->max_tokens <= 0) finish(*q, "length");
-        else waiting_.push_back(std::move(q));
+        if (!error.empty())
+            finish(*q, "error", error);
+        else if (req->max_tokens <= 0)
+            finish(*q, "length");
+        else
+            waiting_.push_back(std::move(q));
     }
 }
 
@@ -139,7 +145,8 @@ void Scheduler::register_full_blocks(Sequence& q) {
     while (static_cast<int64_t>(q.hashes.size()) < full) {
         const size_t k = q.hashes.size();
         const uint64_t parent = k ? q.hashes[k - 1] : 0;
-        std::span<const int32_t> blk(q.tokens.data() + k * static_cast<size_t>(bs), static_cast<size_t>(bs));
+        std::span<const int32_t> blk(q.tokens.data() + k * static_cast<size_t>(bs),
+                                     static_cast<size_t>(bs));
         if (cfg_.prefix_caching) (void)s_.pool().register_block(q.table.blocks()[k], parent, blk);
         q.hashes.push_back(block_hash(parent, blk));
     }
@@ -174,10 +181,14 @@ void Scheduler::finish(Sequence& q, const std::string& reason, const std::string
     }
     ev.total_s = std::chrono::duration<double>(now - q.arrival).count();
     ++m_.requests_finished;
-    if (reason == "stop") ++m_.requests_stop;
-    else if (reason == "length") ++m_.requests_length;
-    else if (reason == "abort") ++m_.requests_abort;
-    else ++m_.requests_error;
+    if (reason == "stop")
+        ++m_.requests_stop;
+    else if (reason == "length")
+        ++m_.requests_length;
+    else if (reason == "abort")
+        ++m_.requests_abort;
+    else
+        ++m_.requests_error;
     m_.e2e.observe(ev.total_s);
     if (q.req->on_event) q.req->on_event(ev);
 }
@@ -188,7 +199,8 @@ void Scheduler::sample(Sequence& q, std::span<float> lg) {
     ti.id = q.sampler.sample(lg, q.hist);
     if (r.logprobs) {
         ti.logprob = Sampler::logprob_of(lg, ti.id);
-        if (r.sampling.top_logprobs > 0) ti.top = Sampler::top_logprobs(lg, r.sampling.top_logprobs);
+        if (r.sampling.top_logprobs > 0)
+            ti.top = Sampler::top_logprobs(lg, r.sampling.top_logprobs);
     }
     const auto now = Clock::now();
     if (!q.got_first) {
@@ -221,8 +233,10 @@ void Scheduler::sample(Sequence& q, std::span<float> lg) {
         reason = "length";
     if (!reason.empty() && !q.stops.stopped()) {
         ev.text += q.stops.push(q.dec.flush());
-        if (q.stops.stopped()) reason = "stop";
-        else ev.text += q.stops.flush();
+        if (q.stops.stopped())
+            reason = "stop";
+        else
+            ev.text += q.stops.flush();
     }
     if (!ev.text.empty() || !ev.tokens.empty())
         if (r.on_event) r.on_event(ev);
@@ -238,7 +252,8 @@ bool Scheduler::step() {
     std::vector<Sequence*> sel;
     std::vector<int64_t> counts;
     auto blocks_for = [&](const Sequence& q, int64_t n) {
-        const int64_t need = (q.computed() + n + bs - 1) / bs - static_cast<int64_t>(q.table.blocks().size());
+        const int64_t need =
+            (q.computed() + n + bs - 1) / bs - static_cast<int64_t>(q.table.blocks().size());
         return std::max<int64_t>(need, 0);
     };
     auto pick = [&](Sequence& q, int64_t n) {
@@ -260,10 +275,11 @@ bool Scheduler::step() {
         while (pool.num_free() < need && running_.size() > i + 1) preempt(running_.size() - 1);
         if (pool.num_free() < need) {
             if (i == 0) {
-                finish(q, "error",
-                       fmt::format("the KV cache ({} tokens) cannot hold this sequence of {} tokens; "
-                                   "raise --kv-tokens",
-                                   pool.num_blocks() * bs, q.tokens.size()));
+                finish(
+                    q, "error",
+                    fmt::format("the KV cache ({} tokens) cannot hold this sequence of {} tokens; "
+                                "raise --kv-tokens",
+                                pool.num_blocks() * bs, q.tokens.size()));
                 running_.erase(running_.begin());
             } else {
                 preempt(i);
@@ -277,7 +293,8 @@ bool Scheduler::step() {
         Sequence& q = *running_[i];
         if (q.is_decode() || std::find(sel.begin(), sel.end(), &q) != sel.end()) continue;
         int64_t chunk = std::min(q.remaining(), budget);
-        const int64_t fit = (static_cast<int64_t>(q.table.blocks().size()) + pool.num_free()) * bs - q.computed();
+        const int64_t fit =
+            (static_cast<int64_t>(q.table.blocks().size()) + pool.num_free()) * bs - q.computed();
         chunk = std::min(chunk, fit);
         if (chunk > 0) pick(q, chunk);
     }
@@ -309,9 +326,11 @@ bool Scheduler::step() {
     }
     if (sel.empty()) {
         // Every running sequence waits for blocks: free some by preempting the newest.
-        if (running_.size() > 1) preempt(running_.size() - 1);
+        if (running_.size() > 1)
+            preempt(running_.size() - 1);
         else if (running_.size() == 1) {
-            finish(*running_[0], "error", "the KV cache is too small for this sequence; raise --kv-tokens");
+            finish(*running_[0], "error",
+                   "the KV cache is too small for this sequence; raise --kv-tokens");
             running_.clear();
         }
         return true;
@@ -323,7 +342,8 @@ bool Scheduler::step() {
         Sequence& q = *sel[k];
         plan_.push_back({q.request_id, q.index, counts[k], q.is_decode()});
         steps.push_back({&q.table,
-                         std::span<const int32_t>(q.tokens.data() + q.computed(), static_cast<size_t>(counts[k])),
+                         std::span<const int32_t>(q.tokens.data() + q.computed(),
+                                                  static_cast<size_t>(counts[k])),
                          false});
         m_.batched_tokens += static_cast<uint64_t>(counts[k]);
     }

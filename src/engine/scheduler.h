@@ -53,9 +53,9 @@ struct Request {
     std::vector<std::string> stop;
     std::vector<int32_t> eos_ids;
     bool ignore_eos = false;
-    int n = 1;                // independent choices sharing the prompt's cached blocks
-    bool logprobs = false;    // report each token's logprob (and sampling.top_logprobs more)
-    EventFn on_event;         // called on the scheduler's thread
+    int n = 1;              // independent choices sharing the prompt's cached blocks
+    bool logprobs = false;  // report each token's logprob (and sampling.top_logprobs more)
+    EventFn on_event;       // called on the scheduler's thread
 };
 
 struct SchedulerConfig {
@@ -96,7 +96,7 @@ struct SchedulerMetrics {
 };
 
 class Scheduler {
-public:
+  public:
     Scheduler(Session& session, const Tokenizer& tok, SchedulerConfig cfg = {});
     ~Scheduler();
     Scheduler(const Scheduler&) = delete;
@@ -121,7 +121,7 @@ public:
 
     struct Sequence;
 
-private:
+  private:
     using Clock = std::chrono::steady_clock;
     void admit_prefix(Sequence& q);
     void preempt(size_t running_index);

@@ -84,7 +84,8 @@ std::optional<int32_t> BlockPool::acquire_cached(uint64_t parent, std::span<cons
     if (it == by_hash_.end()) return std::nullopt;
     const int32_t b = it->second;
     CacheEntry& e = entries_[static_cast<size_t>(b)];
-    if (e.parent != parent || !std::equal(e.tokens.begin(), e.tokens.end(), tokens.begin(), tokens.end()))
+    if (e.parent != parent ||
+        !std::equal(e.tokens.begin(), e.tokens.end(), tokens.begin(), tokens.end()))
         return std::nullopt;  // a hash collision
     int32_t& r = refs_[static_cast<size_t>(b)];
     if (r == 0) {

@@ -22,7 +22,7 @@ namespace farsight {
 uint64_t block_hash(uint64_t parent, std::span<const int32_t> tokens);
 
 class BlockPool {
-public:
+  public:
     explicit BlockPool(int64_t num_blocks = 0);
     int64_t num_blocks() const { return static_cast<int64_t>(refs_.size()); }
     // Blocks allocate() can hand out: never-used ones plus cached blocks nobody references.
@@ -49,7 +49,7 @@ public:
     // The hash a block is registered under (nullopt if none).
     std::optional<uint64_t> hash_of(int32_t block) const;
 
-private:
+  private:
     struct CacheEntry {
         uint64_t hash = 0, parent = 0;
         std::vector<int32_t> tokens;  // kept to rule out hash collisions
@@ -67,7 +67,7 @@ private:
 
 // A sequence's view of the cache: its block table and how many tokens are cached.
 class BlockTable {
-public:
+  public:
     const std::vector<int32_t>& blocks() const { return blocks_; }
     int64_t num_cached() const { return num_cached_; }
     // Make room for n_tokens in total (allocating blocks from pool as needed).
@@ -77,12 +77,13 @@ public:
     void set_cached(int64_t n) { num_cached_ = n; }
     // Cache slot (block * block_size + offset) of token position pos.
     int32_t slot(int64_t pos, int64_t block_size) const {
-        return blocks_[static_cast<std::size_t>(pos / block_size)] * static_cast<int32_t>(block_size) +
+        return blocks_[static_cast<std::size_t>(pos / block_size)] *
+                   static_cast<int32_t>(block_size) +
                static_cast<int32_t>(pos % block_size);
     }
     void release(BlockPool& pool);  // give every block back
 
-private:
+  private:
     std::vector<int32_t> blocks_;
     int64_t num_cached_ = 0;
 };

@@ -24,14 +24,17 @@ struct ApiError {
 };
 
 [[noreturn]] void bad(std::string message, std::string param = {}, std::string code = {}) {
-    throw ApiError{400, std::move(message), "invalid_request_error", std::move(param), std::move(code)};
+    throw ApiError{400, std::move(message), "invalid_request_error", std::move(param),
+                   std::move(code)};
 }
 
 ojson error_body(const ApiError& e) {
     ojson err = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
     if (!e.param.empty()) err["param"] = e.param;
-    if (!e.code.empty()) err["code"] = e.code;
-    else err["code"] = e.status;
+    if (!e.code.empty())
+        err["code"] = e.code;
+    else
+        err["code"] = e.status;
     return ojson{{"error", err}};
 }
 
@@ -50,9 +53,11 @@ const ojson* field(const ojson& j, const char* key) {
 std::optional<double> get_number(const ojson& j, const char* key, double lo, double hi) {
     const ojson* v = field(j, key);
     if (!v) return std::nullopt;
-    if (!v->is_number()) bad(fmt::format("'{}' must be a number, not {}", key, v->type_name()), key);
+    if (!v->is_number())
+        bad(fmt::format("'{}' must be a number, not {}", key, v->type_name()), key);
     const double x = v->get<double>();
-    if (!(x >= lo && x <= hi)) bad(fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x), key);
+    if (!(x >= lo && x <= hi))
+        bad(fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x), key);
     return x;
 }
 
@@ -60,18 +65,22 @@ std::optional<int64_t> get_int(const ojson& j, const char* key, int64_t lo, int6
     const ojson* v = field(j, key);
     if (!v) return std::nullopt;
     if (!v->is_number_integer())
-        bad(fmt::format("'{}' must be an integer, not {}", key, v->is_number() ? "a fraction" : v->type_name()), key);
+        bad(fmt::format("'{}' must be an integer, not {}", key,
+                        v->is_number() ? "a fraction" : v->type_name()),
+            key);
     if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
         bad(fmt::format("'{}' must be between {} and {}", key, lo, hi), key);
     const int64_t x = v->get<int64_t>();
-    if (x < lo || x > hi) bad(fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x), key);
+    if (x < lo || x > hi)
+        bad(fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x), key);
     return x;
 }
 
 std::optional<bool> get_bool(const ojson& j, const char* key) {
     const ojson* v = field(j, key);
     if (!v) return std::nullopt;
-    if (!v->is_boolean()) bad(fmt::format("'{}' must be a boolean, not {}", key, v->type_name()), key);
+    if (!v->is_boolean())
+        bad(fmt::format("'{}' must be a boolean, not {}", key, v->type_name()), key);
     return v->get<bool>();
 }
 
@@ -82,7 +91,8 @@ std::string random_id(const char* prefix) {
 }
 
 int64_t now_unix() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
 
@@ -112,7 +122,8 @@ struct Server::Impl {
     std::atomic<bool> stopping{false};
     int64_t created = now_unix();
 
-    Impl(Engine& e, const Tokenizer& t, ServerOptions opts) : engine(e), tok(t), o(std::move(opts)) {
+    Impl(Engine& e, const Tokenizer& t, ServerOptions opts)
+        : engine(e), tok(t), o(std::move(opts)) {
         if (o.chat_template) tmpl.emplace(*o.chat_template);
         setup();
     }
@@ -138,8 +149,9 @@ struct Server::Impl {
         if (const ojson* m = field(body, "model")) {
             if (!m->is_string()) bad("'model' must be a string", "model");
             if (m->get<std::string>() != o.model_name)
-                throw ApiError{404, fmt::format("The model '{}' does not exist; this server serves '{}'",
-                                                m->get<std::string>(), o.model_name),
+                throw ApiError{404,
+                               fmt::format("The model '{}' does not exist; this server serves '{}'",
+                                           m->get<std::string>(), o.model_name),
                                "invalid_request_error", "model", "model_not_found"};
         }
         return body;
@@ -149,16 +161,22 @@ struct Server::Impl {
         const GenerationDefaults& d = o.defaults;
         SamplingParams& s = p.req.sampling;
         const bool config_greedy = d.do_sample.has_value() && !*d.do_sample;
-        s.temperature = static_cast<float>(
-            get_number(b, "temperature", 0, 2).value_or(config_greedy ? 0.0 : d.temperature.value_or(1.0)));
-        s.top_p = static_cast<float>(get_number(b, "top_p", 1e-9, 1).value_or(d.top_p.value_or(1.0)));
-        s.top_k = static_cast<int32_t>(get_int(b, "top_k", -1, 1 << 30).value_or(d.top_k.value_or(0)));
+        s.temperature =
+            static_cast<float>(get_number(b, "temperature", 0, 2)
+                                   .value_or(config_greedy ? 0.0 : d.temperature.value_or(1.0)));
+        s.top_p =
+            static_cast<float>(get_number(b, "top_p", 1e-9, 1).value_or(d.top_p.value_or(1.0)));
+        s.top_k =
+            static_cast<int32_t>(get_int(b, "top_k", -1, 1 << 30).value_or(d.top_k.value_or(0)));
         if (s.top_k < 0) s.top_k = 0;
         s.min_p = static_cast<float>(get_number(b, "min_p", 0, 1).value_or(d.min_p.value_or(0.0)));
-        s.repetition_penalty = static_cast<float>(
-            get_number(b, "repetition_penalty", 1e-6, 100).value_or(d.repetition_penalty.value_or(1.0)));
-        s.presence_penalty = static_cast<float>(get_number(b, "presence_penalty", -2, 2).value_or(0));
-        s.frequency_penalty = static_cast<float>(get_number(b, "frequency_penalty", -2, 2).value_or(0));
+        s.repetition_penalty =
+            static_cast<float>(get_number(b, "repetition_penalty", 1e-6, 100)
+                                   .value_or(d.repetition_penalty.value_or(1.0)));
+        s.presence_penalty =
+            static_cast<float>(get_number(b, "presence_penalty", -2, 2).value_or(0));
+        s.frequency_penalty =
+            static_cast<float>(get_number(b, "frequency_penalty", -2, 2).value_or(0));
         if (auto seed = get_int(b, "seed", INT64_MIN, INT64_MAX)) {
             s.has_seed = true;
             s.seed = static_cast<uint64_t>(*seed);
@@ -167,11 +185,13 @@ struct Server::Impl {
         p.stream = get_bool(b, "stream").value_or(false);
         if (const ojson* so = field(b, "stream_options")) {
             if (!so->is_object()) bad("'stream_options' must be an object", "stream_options");
-            if (!p.stream) bad("'stream_options' is only allowed when 'stream' is true", "stream_options");
+            if (!p.stream)
+                bad("'stream_options' is only allowed when 'stream' is true", "stream_options");
             p.include_usage = get_bool(*so, "include_usage").value_or(false);
         }
         if (const ojson* st = field(b, "stop")) {
-            if (st->is_string()) p.req.stop.push_back(st->get<std::string>());
+            if (st->is_string())
+                p.req.stop.push_back(st->get<std::string>());
             else if (st->is_array()) {
                 if (st->size() > 16) bad("'stop' may hold at most 16 strings", "stop");
                 for (const auto& x : *st) {
@@ -188,7 +208,8 @@ struct Server::Impl {
         if (chat) {
             p.chat_logprobs = get_bool(b, "logprobs").value_or(false);
             const auto top = get_int(b, "top_logprobs", 0, 20);
-            if (top && !p.chat_logprobs) bad("'top_logprobs' requires 'logprobs': true", "top_logprobs");
+            if (top && !p.chat_logprobs)
+                bad("'top_logprobs' requires 'logprobs': true", "top_logprobs");
             s.top_logprobs = static_cast<int32_t>(top.value_or(0));
             p.req.logprobs = p.chat_logprobs;
         } else {
@@ -213,15 +234,19 @@ struct Server::Impl {
             mt_key = "max_tokens";
         }
         if (n_prompt >= ctx)
-            bad(fmt::format("This model's maximum context length is {} tokens. However, your {} has {} tokens "
-                            "(at least one token must be left for the completion). Please shorten it.",
-                            ctx, what, n_prompt),
+            bad(fmt::format(
+                    "This model's maximum context length is {} tokens. However, your {} has {} "
+                    "tokens "
+                    "(at least one token must be left for the completion). Please shorten it.",
+                    ctx, what, n_prompt),
                 what, "context_length_exceeded");
         if (mt && n_prompt + *mt > ctx)
-            bad(fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
-                            "({} in the {}, {} in the completion). Please reduce the length of the {} or "
-                            "the completion ('{}').",
-                            ctx, n_prompt + *mt, n_prompt, what, *mt, what, mt_key),
+            bad(fmt::format(
+                    "This model's maximum context length is {} tokens. However, you requested {} "
+                    "tokens "
+                    "({} in the {}, {} in the completion). Please reduce the length of the {} or "
+                    "the completion ('{}').",
+                    ctx, n_prompt + *mt, n_prompt, what, *mt, what, mt_key),
                 mt_key, "context_length_exceeded");
         p.req.max_tokens = static_cast<int32_t>(mt.value_or(ctx - n_prompt));
         p.req.prompt = p.prompt;
@@ -231,7 +256,8 @@ struct Server::Impl {
         Parsed p;
         const ojson* msgs = field(b, "messages");
         if (!msgs) bad("'messages' is required", "messages");
-        if (!msgs->is_array() || msgs->empty()) bad("'messages' must be a non-empty list", "messages");
+        if (!msgs->is_array() || msgs->empty())
+            bad("'messages' must be a non-empty list", "messages");
         ojson messages = ojson::array();
         for (const auto& m : *msgs) {
             if (!m.is_object()) bad("each message must be an object", "messages");
@@ -242,9 +268,10 @@ struct Server::Impl {
                 if (c->is_array()) {  // content parts: only text is supported
                     std::string text;
                     for (const auto& part : *c) {
-                        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-                            !part["text"].is_string())
-                            bad("only text content parts ({\"type\": \"text\", \"text\": ...}) are supported",
+                        if (!part.is_object() || part.value("type", "") != "text" ||
+                            !part.contains("text") || !part["text"].is_string())
+                            bad("only text content parts ({\"type\": \"text\", \"text\": ...}) are "
+                                "supported",
                                 "messages");
                         text += part["text"].get<std::string>();
                     }
@@ -256,7 +283,8 @@ struct Server::Impl {
             messages.push_back(std::move(mm));
         }
         if (!tmpl)
-            bad("this model has no chat template; start the server with --chat-template FILE or use "
+            bad("this model has no chat template; start the server with --chat-template FILE or "
+                "use "
                 "/v1/completions");
         ChatTemplateInputs in;
         in.messages = std::move(messages);
@@ -265,13 +293,15 @@ struct Server::Impl {
         in.bos_token = tok.bos_token();
         in.eos_token = tok.eos_token();
         if (const ojson* kw = field(b, "chat_template_kwargs")) {
-            if (!kw->is_object()) bad("'chat_template_kwargs' must be an object", "chat_template_kwargs");
+            if (!kw->is_object())
+                bad("'chat_template_kwargs' must be an object", "chat_template_kwargs");
             in.extra = *kw;
         }
         try {
             p.prompt_text = tmpl->render(in);
         } catch (const Error& e) {
-            bad(fmt::format("the chat template failed on these messages: {}", e.what()), "messages");
+            bad(fmt::format("the chat template failed on these messages: {}", e.what()),
+                "messages");
         }
         p.prompt = tok.encode(p.prompt_text, /*add_special_tokens=*/false);
         parse_sampling(b, p, true);
@@ -288,7 +318,9 @@ struct Server::Impl {
             for (const auto& x : a) {
                 if (!x.is_number_integer()) bad("'prompt' token ids must be integers", "prompt");
                 const int64_t id = x.get<int64_t>();
-                if (id < 0 || id >= V) bad(fmt::format("token id {} is outside the vocabulary [0, {})", id, V), "prompt");
+                if (id < 0 || id >= V)
+                    bad(fmt::format("token id {} is outside the vocabulary [0, {})", id, V),
+                        "prompt");
                 p.prompt.push_back(static_cast<int32_t>(id));
             }
             p.prompt_text = tok.decode(p.prompt);
@@ -306,7 +338,8 @@ struct Server::Impl {
         } else if (pr->is_array() && pr->size() > 1) {
             bad("only one prompt per request is supported; send several requests", "prompt");
         } else {
-            bad("'prompt' must be a string, a list of token ids, or a list with one of those", "prompt");
+            bad("'prompt' must be a string, a list of token ids, or a list with one of those",
+                "prompt");
         }
         parse_sampling(b, p, false);
         resolve_lengths(b, p, "prompt");
@@ -319,7 +352,8 @@ struct Server::Impl {
     std::string token_text(int32_t id) const {
         std::string s = tok.decode({id});
         const std::string piece = tok.id_to_piece(id);
-        if (piece.rfind("\xe2\x96\x81", 0) == 0 && (s.empty() || s[0] != ' ')) s = std::string(" ") + s;
+        if (piece.rfind("\xe2\x96\x81", 0) == 0 && (s.empty() || s[0] != ' '))
+            s = std::string(" ") + s;
         return s;
     }
 
@@ -332,13 +366,18 @@ struct Server::Impl {
                 const std::string as = token_text(a.id);
                 top.push_back({{"token", as}, {"logprob", a.logprob}, {"bytes", bytes_of(as)}});
             }
-            content.push_back({{"token", s}, {"logprob", t.logprob}, {"bytes", bytes_of(s)}, {"top_logprobs", top}});
+            content.push_back({{"token", s},
+                               {"logprob", t.logprob},
+                               {"bytes", bytes_of(s)},
+                               {"top_logprobs", top}});
         }
         return ojson{{"content", content}};
     }
 
-    ojson completion_logprobs_json(const std::vector<TokenInfo>& toks, size_t text_offset, int n_top) const {
-        ojson tokens = ojson::array(), lps = ojson::array(), tops = ojson::array(), offs = ojson::array();
+    ojson completion_logprobs_json(const std::vector<TokenInfo>& toks, size_t text_offset,
+                                   int n_top) const {
+        ojson tokens = ojson::array(), lps = ojson::array(), tops = ojson::array(),
+              offs = ojson::array();
         size_t off = text_offset;
         for (const auto& t : toks) {
             const std::string s = token_text(t.id);
@@ -350,7 +389,10 @@ struct Server::Impl {
             for (const auto& a : t.top) top[token_text(a.id)] = a.logprob;
             tops.push_back(n_top > 0 ? top : ojson(nullptr));
         }
-        return ojson{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+        return ojson{{"tokens", tokens},
+                     {"token_logprobs", lps},
+                     {"top_logprobs", tops},
+                     {"text_offset", offs}};
     }
 
     static ojson usage_json(int64_t prompt, int64_t completion, int64_t cached) {
@@ -416,11 +458,13 @@ struct Server::Impl {
                 ch["index"] = i;
                 if (chat) {
                     ch["message"] = {{"role", "assistant"}, {"content", c.text}};
-                    ch["logprobs"] = p.chat_logprobs ? chat_logprobs_json(c.tokens) : ojson(nullptr);
+                    ch["logprobs"] =
+                        p.chat_logprobs ? chat_logprobs_json(c.tokens) : ojson(nullptr);
                 } else {
                     const std::string prefix = p.echo ? p.prompt_text : std::string();
                     ch["text"] = prefix + c.text;
-                    ch["logprobs"] = p.logprobs >= 0 ? completion_logprobs_json(c.tokens, prefix.size(), p.logprobs)
+                    ch["logprobs"] = p.logprobs >= 0 ? completion_logprobs_json(
+                                                           c.tokens, prefix.size(), p.logprobs)
                                                      : ojson(nullptr);
                 }
                 ch["finish_reason"] = c.finish_reason;
@@ -433,7 +477,9 @@ struct Server::Impl {
                          {"choices", out_choices},
                          {"usage", usage_json(prompt_tokens, completion, cached)},
                          {"timings",
-                          {{"prefill_ms", prefill_s * 1e3}, {"ttft_ms", ttft_s * 1e3}, {"total_ms", total_s * 1e3}}}};
+                          {{"prefill_ms", prefill_s * 1e3},
+                           {"ttft_ms", ttft_s * 1e3},
+                           {"total_ms", total_s * 1e3}}}};
             res.set_content(out.dump(), "application/json");
             return;
         }
@@ -466,10 +512,14 @@ struct Server::Impl {
                                          {"logprobs", nullptr},
                                          {"finish_reason", nullptr}})))
                             return false;
-                std::vector<size_t> offsets(static_cast<size_t>(n), p.echo ? p.prompt_text.size() : 0);
+                std::vector<size_t> offsets(static_cast<size_t>(n),
+                                            p.echo ? p.prompt_text.size() : 0);
                 if (!chat && p.echo)
                     for (int i = 0; i < n; ++i)
-                        if (!send(chunk({{"index", i}, {"text", p.prompt_text}, {"logprobs", nullptr}, {"finish_reason", nullptr}})))
+                        if (!send(chunk({{"index", i},
+                                         {"text", p.prompt_text},
+                                         {"logprobs", nullptr},
+                                         {"finish_reason", nullptr}})))
                             return false;
                 int64_t prompt_tokens = 0, completion = 0, cached = 0;
                 while (!stream->finished()) {
@@ -479,24 +529,33 @@ struct Server::Impl {
                         continue;
                     }
                     if (ev->finished && ev->finish_reason == "error") {
-                        send(ojson{{"error", {{"message", ev->error}, {"type", "server_error"}, {"param", nullptr}, {"code", 500}}}});
+                        send(ojson{{"error",
+                                    {{"message", ev->error},
+                                     {"type", "server_error"},
+                                     {"param", nullptr},
+                                     {"code", 500}}}});
                         continue;
                     }
-                    const bool has_text = !ev->text.empty() || (p.req.logprobs && !ev->tokens.empty());
+                    const bool has_text =
+                        !ev->text.empty() || (p.req.logprobs && !ev->tokens.empty());
                     if (has_text || ev->finished) {
                         ojson ch{{"index", ev->index}};
                         if (chat) {
                             ch["delta"] = has_text ? ojson{{"content", ev->text}} : ojson::object();
-                            ch["logprobs"] = p.chat_logprobs && !ev->tokens.empty() ? chat_logprobs_json(ev->tokens) : ojson(nullptr);
+                            ch["logprobs"] = p.chat_logprobs && !ev->tokens.empty()
+                                                 ? chat_logprobs_json(ev->tokens)
+                                                 : ojson(nullptr);
                         } else {
                             ch["text"] = ev->text;
                             auto& off = offsets[static_cast<size_t>(ev->index)];
-                            ch["logprobs"] = p.logprobs >= 0 && !ev->tokens.empty()
-                                                 ? completion_logprobs_json(ev->tokens, off, p.logprobs)
-                                                 : ojson(nullptr);
+                            ch["logprobs"] =
+                                p.logprobs >= 0 && !ev->tokens.empty()
+                                    ? completion_logprobs_json(ev->tokens, off, p.logprobs)
+                                    : ojson(nullptr);
                             off += ev->text.size();
                         }
-                        ch["finish_reason"] = ev->finished ? ojson(ev->finish_reason) : ojson(nullptr);
+                        ch["finish_reason"] =
+                            ev->finished ? ojson(ev->finish_reason) : ojson(nullptr);
                         if (!send(chunk(std::move(ch)))) return false;
                     }
                     if (ev->finished) {
@@ -534,45 +593,58 @@ struct Server::Impl {
                 cum += h.counts[i];
                 s += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, h.bounds[i], cum);
             }
-            s += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, h.count, name, h.sum, name,
-                             h.count);
+            s += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, h.count,
+                             name, h.sum, name, h.count);
         };
         metric("farsight_requests_received_total", "counter", "Requests accepted by the engine");
         s += fmt::format("farsight_requests_received_total {}\n", m.requests_received);
         metric("farsight_request_success_total", "counter", "Finished sequences by finish reason");
-        s += fmt::format("farsight_request_success_total{{finish_reason=\"stop\"}} {}\n", m.requests_stop);
-        s += fmt::format("farsight_request_success_total{{finish_reason=\"length\"}} {}\n", m.requests_length);
-        s += fmt::format("farsight_request_success_total{{finish_reason=\"abort\"}} {}\n", m.requests_abort);
-        s += fmt::format("farsight_request_success_total{{finish_reason=\"error\"}} {}\n", m.requests_error);
+        s += fmt::format("farsight_request_success_total{{finish_reason=\"stop\"}} {}\n",
+                         m.requests_stop);
+        s += fmt::format("farsight_request_success_total{{finish_reason=\"length\"}} {}\n",
+                         m.requests_length);
+        s += fmt::format("farsight_request_success_total{{finish_reason=\"abort\"}} {}\n",
+                         m.requests_abort);
+        s += fmt::format("farsight_request_success_total{{finish_reason=\"error\"}} {}\n",
+                         m.requests_error);
         metric("farsight_prompt_tokens_total", "counter", "Prompt tokens received");
         s += fmt::format("farsight_prompt_tokens_total {}\n", m.prompt_tokens);
         metric("farsight_generation_tokens_total", "counter", "Tokens generated");
         s += fmt::format("farsight_generation_tokens_total {}\n", m.generation_tokens);
-        metric("farsight_prefix_cache_queries_total", "counter", "Tokens looked up in the prefix cache");
+        metric("farsight_prefix_cache_queries_total", "counter",
+               "Tokens looked up in the prefix cache");
         s += fmt::format("farsight_prefix_cache_queries_total {}\n", m.prefix_cache_queries);
-        metric("farsight_prefix_cache_hits_total", "counter", "Prompt tokens served from the prefix cache");
+        metric("farsight_prefix_cache_hits_total", "counter",
+               "Prompt tokens served from the prefix cache");
         s += fmt::format("farsight_prefix_cache_hits_total {}\n", m.prefix_cache_hits);
-        metric("farsight_num_preemptions_total", "counter", "Sequences preempted (recomputed later)");
+        metric("farsight_num_preemptions_total", "counter",
+               "Sequences preempted (recomputed later)");
         s += fmt::format("farsight_num_preemptions_total {}\n", m.preemptions);
         metric("farsight_engine_steps_total", "counter", "Forward steps run");
         s += fmt::format("farsight_engine_steps_total {}\n", m.steps);
         metric("farsight_num_requests_running", "gauge", "Sequences in the running batch");
         s += fmt::format("farsight_num_requests_running {}\n", m.running);
-        metric("farsight_num_requests_waiting", "gauge", "Sequences waiting to be scheduled (queue depth)");
+        metric("farsight_num_requests_waiting", "gauge",
+               "Sequences waiting to be scheduled (queue depth)");
         s += fmt::format("farsight_num_requests_waiting {}\n", m.waiting);
         metric("farsight_kv_blocks", "gauge",
                "KV cache blocks: used (referenced by a sequence), free (allocatable, includes "
                "cached_free), cached_free (free but holding a reusable prefix)");
         s += fmt::format("farsight_kv_blocks{{state=\"used\"}} {}\n", m.kv_blocks_used);
         s += fmt::format("farsight_kv_blocks{{state=\"free\"}} {}\n", m.kv_blocks_free);
-        s += fmt::format("farsight_kv_blocks{{state=\"cached_free\"}} {}\n", m.kv_blocks_cached_free);
+        s += fmt::format("farsight_kv_blocks{{state=\"cached_free\"}} {}\n",
+                         m.kv_blocks_cached_free);
         metric("farsight_kv_blocks_total", "gauge", "KV cache blocks in all");
         s += fmt::format("farsight_kv_blocks_total {}\n", m.kv_blocks_total);
         metric("farsight_kv_cache_usage_perc", "gauge", "Share of KV blocks in use");
         s += fmt::format("farsight_kv_cache_usage_perc {}\n",
-                         m.kv_blocks_total ? static_cast<double>(m.kv_blocks_used) / static_cast<double>(m.kv_blocks_total) : 0.0);
-        hist("farsight_time_to_first_token_seconds", "Time from arrival to the first token", m.ttft);
-        hist("farsight_inter_token_latency_seconds", "Time between consecutive tokens of a sequence", m.itl);
+                         m.kv_blocks_total ? static_cast<double>(m.kv_blocks_used) /
+                                                 static_cast<double>(m.kv_blocks_total)
+                                           : 0.0);
+        hist("farsight_time_to_first_token_seconds", "Time from arrival to the first token",
+             m.ttft);
+        hist("farsight_inter_token_latency_seconds",
+             "Time between consecutive tokens of a sequence", m.itl);
         hist("farsight_e2e_request_latency_seconds", "Time from arrival to finish", m.e2e);
         return s;
     }
@@ -598,15 +670,19 @@ struct Server::Impl {
     }
 
     void setup() {
-        http.new_task_queue = [n = o.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+        http.new_task_queue = [n = o.http_threads] {
+            return new httplib::ThreadPool(static_cast<size_t>(n));
+        };
         http.set_payload_max_length(o.max_body_bytes);
         http.set_keep_alive_timeout(2);
         http.set_read_timeout(30);
         http.set_write_timeout(30);
         http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
             if (req.path.rfind("/v1/", 0) == 0 && !authorized(req)) {
-                send_error(res, ApiError{401, "Incorrect API key provided (send 'Authorization: Bearer KEY')",
-                                         "invalid_request_error", "", "invalid_api_key"});
+                send_error(
+                    res,
+                    ApiError{401, "Incorrect API key provided (send 'Authorization: Bearer KEY')",
+                             "invalid_request_error", "", "invalid_api_key"});
                 return httplib::Server::HandlerResponse::Handled;
             }
             return httplib::Server::HandlerResponse::Unhandled;
@@ -617,22 +693,25 @@ struct Server::Impl {
                 send_error(res, ApiError{404, fmt::format("no route {} {}", req.method, req.path),
                                          "invalid_request_error", "", "not_found"});
             else if (res.status == 413)
-                send_error(res, ApiError{413, "the request body is too large", "invalid_request_error", "",
-                                         "payload_too_large"});
+                send_error(res, ApiError{413, "the request body is too large",
+                                         "invalid_request_error", "", "payload_too_large"});
             else
-                send_error(res, ApiError{res.status, fmt::format("HTTP error {}", res.status),
-                                         res.status >= 500 ? "server_error" : "invalid_request_error", "", ""});
+                send_error(
+                    res,
+                    ApiError{res.status, fmt::format("HTTP error {}", res.status),
+                             res.status >= 500 ? "server_error" : "invalid_request_error", "", ""});
         });
-        http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-            std::string msg = "internal error";
-            try {
-                if (ep) std::rethrow_exception(ep);
-            } catch (const std::exception& e) {
-                msg = e.what();
-            } catch (...) {
-            }
-            send_error(res, ApiError{500, msg, "server_error", "", "internal_error"});
-        });
+        http.set_exception_handler(
+            [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+                std::string msg = "internal error";
+                try {
+                    if (ep) std::rethrow_exception(ep);
+                } catch (const std::exception& e) {
+                    msg = e.what();
+                } catch (...) {
+                }
+                send_error(res, ApiError{500, msg, "server_error", "", "internal_error"});
+            });
         http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
             res.set_content("{\"status\":\"ok\"}", "application/json");
         });
@@ -648,10 +727,12 @@ struct Server::Impl {
                      res.set_content(ojson{{"object", "list"}, {"data", ojson::array({m})}}.dump(),
                                      "application/json");
                  }));
-        http.Post("/v1/chat/completions", wrap([this](const httplib::Request& req, httplib::Response& res) {
+        http.Post("/v1/chat/completions",
+                  wrap([this](const httplib::Request& req, httplib::Response& res) {
                       handle_generate(req, res, true);
                   }));
-        http.Post("/v1/completions", wrap([this](const httplib::Request& req, httplib::Response& res) {
+        http.Post("/v1/completions",
+                  wrap([this](const httplib::Request& req, httplib::Response& res) {
                       handle_generate(req, res, false);
                   }));
     }
@@ -677,15 +758,21 @@ int Server::bind() {
     return m.port;
 }
 
-int Server::port() const { return impl_->port; }
+int Server::port() const {
+    return impl_->port;
+}
 
-void Server::listen() { impl_->http.listen_after_bind(); }
+void Server::listen() {
+    impl_->http.listen_after_bind();
+}
 
 void Server::stop() {
     impl_->stopping = true;
     impl_->http.stop();
 }
 
-bool Server::running() const { return impl_->http.is_running(); }
+bool Server::running() const {
+    return impl_->http.is_running();
+}
 
 }  // namespace farsight

@@ -15,19 +15,19 @@ namespace farsight {
 
 struct ServerOptions {
     std::string host = "127.0.0.1";
-    int port = 8080;                    // 0 = any free port (see Server::port())
-    std::string api_key;                // empty = no authentication
-    std::string model_name = "model";   // the id clients must name in "model"
+    int port = 8080;                           // 0 = any free port (see Server::port())
+    std::string api_key;                       // empty = no authentication
+    std::string model_name = "model";          // the id clients must name in "model"
     std::optional<std::string> chat_template;  // Jinja source; none = chat requests fail (400)
-    GenerationDefaults defaults;        // sampling defaults (generation_config.json)
-    std::vector<int32_t> eos_ids;       // stop generation on these
-    size_t max_body_bytes = 4u << 20;   // larger request bodies get 413
-    int http_threads = 64;              // concurrent connections served
-    int max_n = 16;                     // largest "n"
+    GenerationDefaults defaults;               // sampling defaults (generation_config.json)
+    std::vector<int32_t> eos_ids;              // stop generation on these
+    size_t max_body_bytes = 4u << 20;          // larger request bodies get 413
+    int http_threads = 64;                     // concurrent connections served
+    int max_n = 16;                            // largest "n"
 };
 
 class Server {
-public:
+  public:
     Server(Engine& engine, const Tokenizer& tok, ServerOptions opts);
     ~Server();
     Server(const Server&) = delete;
@@ -43,7 +43,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     std::unique_ptr<Impl> impl_;
 };
 

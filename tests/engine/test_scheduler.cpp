@@ -46,7 +46,8 @@ struct Collector {
     }
 };
 
-Request greedy_request(const std::vector<int32_t>& prompt, int32_t max_tokens, const Tokenizer& tok) {
+Request greedy_request(const std::vector<int32_t>& prompt, int32_t max_tokens,
+                       const Tokenizer& tok) {
     Request r;
     r.prompt = prompt;
     r.sampling.temperature = 0;
@@ -55,8 +56,8 @@ Request greedy_request(const std::vector<int32_t>& prompt, int32_t max_tokens, c
     return r;
 }
 
-GenerationResult reference(Session& s, const Tokenizer& tok, const std::vector<int32_t>& prompt, int32_t max_tokens,
-                           std::vector<std::string> stop = {}) {
+GenerationResult reference(Session& s, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                           int32_t max_tokens, std::vector<std::string> stop = {}) {
     GenerationOptions go;
     go.sampling.temperature = 0;
     go.max_new_tokens = max_tokens;
@@ -83,7 +84,7 @@ void run_until_idle(Scheduler& s, int max_steps = 100000) {
 }
 
 class SchedulerTest : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         session_ = std::make_unique<Session>(load_opts());
         tok_ = std::make_unique<Tokenizer>(Tokenizer::from_folder(kModel));
@@ -191,7 +192,9 @@ TEST_F(SchedulerTest, GreedyEqualsGenerateAloneAndWith64Concurrent) {
         const Out& o = c.at(static_cast<uint64_t>(i), 0);
         EXPECT_EQ(o.ids, ref[static_cast<size_t>(i)].ids) << i;
         EXPECT_EQ(o.text, ref[static_cast<size_t>(i)].text) << i;
-        const std::string want = ref[static_cast<size_t>(i)].finish_reason == "eos" ? "stop" : ref[static_cast<size_t>(i)].finish_reason;
+        const std::string want = ref[static_cast<size_t>(i)].finish_reason == "eos"
+                                     ? "stop"
+                                     : ref[static_cast<size_t>(i)].finish_reason;
         EXPECT_EQ(o.finish_reason, want) << i;
     }
     EXPECT_EQ(s.pool().num_used(), 0);
@@ -201,7 +204,8 @@ TEST_F(SchedulerTest, PrefixCacheReusesFullBlocksAndRefcounts) {
     Session& s = *session_;
     const Tokenizer& tok = *tok_;
     const int64_t bs = s.block_size();
-    std::vector<int32_t> shared = tok.encode(story_prompt(3) + ". " + story_prompt(12) + ". " + story_prompt(21));
+    std::vector<int32_t> shared =
+        tok.encode(story_prompt(3) + ". " + story_prompt(12) + ". " + story_prompt(21));
     ASSERT_GT(static_cast<int64_t>(shared.size()), 3 * bs);
     std::vector<int32_t> a = shared, b = shared;
     for (int32_t t : tok.encode(" The cat was happy", false)) a.push_back(t);
@@ -230,7 +234,8 @@ TEST_F(SchedulerTest, PrefixCacheReusesFullBlocksAndRefcounts) {
     EXPECT_EQ(plan[1].num_tokens, static_cast<int64_t>(b.size()) - common / bs * bs);
     // Shared blocks have two references.
     int shared_refs = 0;
-    for (int32_t blk = 0; blk < s.pool().num_blocks(); ++blk) shared_refs += s.pool().ref_count(blk) == 2;
+    for (int32_t blk = 0; blk < s.pool().num_blocks(); ++blk)
+        shared_refs += s.pool().ref_count(blk) == 2;
     EXPECT_EQ(shared_refs, common / bs);
     run_until_idle(sch);
     EXPECT_EQ(c.at(2, 0).cached, common / bs * bs);
@@ -323,7 +328,8 @@ TEST_F(SchedulerTest, NChoicesShareThePromptBlocks) {
     run_until_idle(sch);
     const auto ref = reference(s, tok, p, 20);
     for (int i = 0; i < 3; ++i) EXPECT_EQ(c.at(5, i).ids, ref.ids) << i;
-    EXPECT_EQ(c.at(5, 1).cached, (static_cast<int64_t>(p.size()) - 1) / s.block_size() * s.block_size());
+    EXPECT_EQ(c.at(5, 1).cached,
+              (static_cast<int64_t>(p.size()) - 1) / s.block_size() * s.block_size());
     EXPECT_NE(c.at(6, 0).ids, c.at(6, 1).ids);
     // Choice 0 of a seeded request equals generate() with that seed.
     GenerationOptions go;
@@ -350,7 +356,8 @@ TEST_F(SchedulerTest, StopStringsAndErrors) {
     r.on_event = c.fn();
     sch.add(1, std::move(r));
     // A prompt as long as the context, and a token outside the vocabulary: errors, not crashes.
-    Request big = greedy_request(std::vector<int32_t>(static_cast<size_t>(s.max_model_len()), 5), 4, tok);
+    Request big =
+        greedy_request(std::vector<int32_t>(static_cast<size_t>(s.max_model_len()), 5), 4, tok);
     big.on_event = c.fn();
     sch.add(2, std::move(big));
     Request bad = greedy_request({1, 100000}, 4, tok);
@@ -369,7 +376,8 @@ TEST_F(SchedulerTest, EngineThreadServesConcurrentSubmitters) {
     Session& s = *session_;
     const Tokenizer& tok = *tok_;
     std::vector<GenerationResult> ref;
-    for (int i = 0; i < 16; ++i) ref.push_back(reference(s, tok, tok.encode(story_prompt(i * 3)), 20));
+    for (int i = 0; i < 16; ++i)
+        ref.push_back(reference(s, tok, tok.encode(story_prompt(i * 3)), 20));
     Engine eng(s, tok);
     std::vector<std::string> texts(16);
     std::vector<std::thread> th;
@@ -378,11 +386,13 @@ TEST_F(SchedulerTest, EngineThreadServesConcurrentSubmitters) {
             for (int i = t; i < 16; i += 4) {
                 auto st = eng.submit(greedy_request(tok.encode(story_prompt(i * 3)), 20, tok));
                 while (!st->finished())
-                    if (auto ev = st->next(std::chrono::milliseconds(100))) texts[static_cast<size_t>(i)] += ev->text;
+                    if (auto ev = st->next(std::chrono::milliseconds(100)))
+                        texts[static_cast<size_t>(i)] += ev->text;
             }
         });
     for (auto& x : th) x.join();
-    for (int i = 0; i < 16; ++i) EXPECT_EQ(texts[static_cast<size_t>(i)], ref[static_cast<size_t>(i)].text) << i;
+    for (int i = 0; i < 16; ++i)
+        EXPECT_EQ(texts[static_cast<size_t>(i)], ref[static_cast<size_t>(i)].text) << i;
     // A cancelled long request frees its blocks.
     Request r = greedy_request(tok.encode(story_prompt(5)), 400, tok);
     r.ignore_eos = true;

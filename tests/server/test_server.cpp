@@ -51,7 +51,8 @@ struct Running {
         so.port = 0;
         so.api_key = kKey;
         so.model_name = "stories";
-        so.chat_template = read_text(std::string(FARSIGHT_FIXTURES_DIR) + "/server/chat_template.jinja");
+        so.chat_template =
+            read_text(std::string(FARSIGHT_FIXTURES_DIR) + "/server/chat_template.jinja");
         so.eos_ids = tok->eos_ids();
         so.max_body_bytes = max_body;
         so.http_threads = 16;
@@ -77,7 +78,8 @@ struct Running {
         std::istringstream in(r->body);
         std::string line;
         while (std::getline(in, line))
-            if (line.rfind(line_prefix + " ", 0) == 0) return std::stod(line.substr(line_prefix.size() + 1));
+            if (line.rfind(line_prefix + " ", 0) == 0)
+                return std::stod(line.substr(line_prefix.size() + 1));
         return nullptr;
     }
 };
@@ -95,7 +97,7 @@ GenerationResult reference(Running& rs, const std::vector<int32_t>& prompt, int3
 }
 
 class ServerTest : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         std::signal(SIGPIPE, SIG_IGN);
         rs_ = std::make_unique<Running>();
@@ -105,7 +107,8 @@ protected:
 };
 std::unique_ptr<Running> ServerTest::rs_;
 
-json post(const Running& rs, const std::string& path, const std::string& body, int* status, bool auth = true) {
+json post(const Running& rs, const std::string& path, const std::string& body, int* status,
+          bool auth = true) {
     auto c = rs.client(auth);
     auto r = c.Post(path, body, "application/json");
     if (!r) {
@@ -122,7 +125,9 @@ json post(const Running& rs, const std::string& path, const std::string& body, i
 
 void expect_still_serving(const Running& rs) {
     int st = 0;
-    const json j = post(rs, "/v1/completions", R"({"model":"stories","prompt":"Once","max_tokens":3,"temperature":0})", &st);
+    const json j =
+        post(rs, "/v1/completions",
+             R"({"model":"stories","prompt":"Once","max_tokens":3,"temperature":0})", &st);
     EXPECT_EQ(st, 200) << j.dump();
 }
 
@@ -133,17 +138,26 @@ TEST_F(ServerTest, CompletionEqualsGenerateAndStreamingAgrees) {
     const std::string prompt = "Once upon a time, there was a big dog";
     const auto ref = reference(rs, rs.tok->encode(prompt), 40);
     int st = 0;
-    json j = post(rs, "/v1/completions",
-                  json{{"model", "stories"}, {"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0}}.dump(), &st);
+    json j =
+        post(rs, "/v1/completions",
+             json{{"model", "stories"}, {"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0}}
+                 .dump(),
+             &st);
     ASSERT_EQ(st, 200) << j.dump();
     EXPECT_EQ(j["object"], "text_completion");
     EXPECT_EQ(j["choices"][0]["text"], ref.text);
     EXPECT_EQ(j["usage"]["prompt_tokens"], ref.prompt_ids.size());
     EXPECT_EQ(j["usage"]["completion_tokens"], ref.ids.size());
-    EXPECT_EQ(j["choices"][0]["finish_reason"], ref.finish_reason == "eos" ? "stop" : ref.finish_reason);
+    EXPECT_EQ(j["choices"][0]["finish_reason"],
+              ref.finish_reason == "eos" ? "stop" : ref.finish_reason);
     // Logprobs: one entry per token, and the tokens' texts add up to the text.
     j = post(rs, "/v1/completions",
-             json{{"model", "stories"}, {"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0}, {"logprobs", 2}}.dump(),
+             json{{"model", "stories"},
+                  {"prompt", prompt},
+                  {"max_tokens", 40},
+                  {"temperature", 0},
+                  {"logprobs", 2}}
+                 .dump(),
              &st);
     ASSERT_EQ(st, 200) << j.dump();
     {
@@ -162,7 +176,11 @@ TEST_F(ServerTest, CompletionEqualsGenerateAndStreamingAgrees) {
     }
     // Token-array prompt + echo.
     j = post(rs, "/v1/completions",
-             json{{"model", "stories"}, {"prompt", ref.prompt_ids}, {"max_tokens", 40}, {"temperature", 0}, {"echo", true}}
+             json{{"model", "stories"},
+                  {"prompt", ref.prompt_ids},
+                  {"max_tokens", 40},
+                  {"temperature", 0},
+                  {"echo", true}}
                  .dump(),
              &st);
     ASSERT_EQ(st, 200) << j.dump();
@@ -171,7 +189,11 @@ TEST_F(ServerTest, CompletionEqualsGenerateAndStreamingAgrees) {
     auto c = rs.client();
     std::string raw;
     auto r = c.Post("/v1/completions",
-                    json{{"model", "stories"}, {"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0}, {"stream", true},
+                    json{{"model", "stories"},
+                         {"prompt", prompt},
+                         {"max_tokens", 40},
+                         {"temperature", 0},
+                         {"stream", true},
                          {"stream_options", {{"include_usage", true}}}}
                         .dump(),
                     "application/json");
@@ -241,9 +263,10 @@ TEST_F(ServerTest, ModelsHealthMetrics) {
     EXPECT_EQ(h->status, 200);
     auto m = rs.client(false).Get("/metrics");
     ASSERT_TRUE(m);
-    for (const char* name : {"farsight_time_to_first_token_seconds_bucket", "farsight_inter_token_latency_seconds_sum",
-                             "farsight_kv_blocks{state=\"used\"}", "farsight_num_requests_waiting",
-                             "farsight_prefix_cache_hits_total", "farsight_generation_tokens_total"})
+    for (const char* name :
+         {"farsight_time_to_first_token_seconds_bucket", "farsight_inter_token_latency_seconds_sum",
+          "farsight_kv_blocks{state=\"used\"}", "farsight_num_requests_waiting",
+          "farsight_prefix_cache_hits_total", "farsight_generation_tokens_total"})
         EXPECT_NE(m->body.find(name), std::string::npos) << name;
 }
 
@@ -266,26 +289,37 @@ TEST_F(ServerTest, EachBadInputGetsItsErrorAndTheServerKeepsServing) {
         {"not an object", "/v1/completions", R"([1, 2])", 400, nullptr},
         {"prompt missing", "/v1/completions", R"({"model":"stories"})", 400, "prompt"},
         {"prompt wrong type", "/v1/completions", R"({"prompt": {"a": 1}})", 400, "prompt"},
-        {"temperature string", "/v1/completions", R"({"prompt":"x","temperature":"hot"})", 400, "temperature"},
-        {"temperature too high", "/v1/completions", R"({"prompt":"x","temperature":7})", 400, "temperature"},
+        {"temperature string", "/v1/completions", R"({"prompt":"x","temperature":"hot"})", 400,
+         "temperature"},
+        {"temperature too high", "/v1/completions", R"({"prompt":"x","temperature":7})", 400,
+         "temperature"},
         {"n not an integer", "/v1/completions", R"({"prompt":"x","n":1.5})", 400, "n"},
         {"stop wrong type", "/v1/completions", R"({"prompt":"x","stop":[1]})", 400, "stop"},
         {"stream not bool", "/v1/completions", R"({"prompt":"x","stream":"yes"})", 400, "stream"},
-        {"negative max_tokens", "/v1/completions", R"({"prompt":"x","max_tokens":-5})", 400, "max_tokens"},
-        {"zero max_tokens", "/v1/completions", R"({"prompt":"x","max_tokens":0})", 400, "max_tokens"},
-        {"huge max_tokens", "/v1/completions", R"({"prompt":"x","max_tokens":99999999999})", 400, "max_tokens"},
-        {"max_tokens past context", "/v1/completions", R"({"prompt":"x","max_tokens":600})", 400, "max_tokens"},
+        {"negative max_tokens", "/v1/completions", R"({"prompt":"x","max_tokens":-5})", 400,
+         "max_tokens"},
+        {"zero max_tokens", "/v1/completions", R"({"prompt":"x","max_tokens":0})", 400,
+         "max_tokens"},
+        {"huge max_tokens", "/v1/completions", R"({"prompt":"x","max_tokens":99999999999})", 400,
+         "max_tokens"},
+        {"max_tokens past context", "/v1/completions", R"({"prompt":"x","max_tokens":600})", 400,
+         "max_tokens"},
         {"token id outside vocab", "/v1/completions", R"({"prompt":[1, 99999]})", 400, "prompt"},
-        {"prompt longer than context", "/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "prompt"},
-        {"chat messages missing", "/v1/chat/completions", R"({"model":"stories"})", 400, "messages"},
-        {"chat messages wrong type", "/v1/chat/completions", R"({"messages":"hi"})", 400, "messages"},
-        {"chat message without role", "/v1/chat/completions", R"({"messages":[{"content":"hi"}]})", 400, "messages"},
+        {"prompt longer than context", "/v1/completions", json{{"prompt", long_prompt}}.dump(), 400,
+         "prompt"},
+        {"chat messages missing", "/v1/chat/completions", R"({"model":"stories"})", 400,
+         "messages"},
+        {"chat messages wrong type", "/v1/chat/completions", R"({"messages":"hi"})", 400,
+         "messages"},
+        {"chat message without role", "/v1/chat/completions", R"({"messages":[{"content":"hi"}]})",
+         400, "messages"},
         {"chat top_logprobs without logprobs", "/v1/chat/completions",
          R"({"messages":[{"role":"user","content":"hi"}],"top_logprobs":2})", 400, "top_logprobs"},
         {"unknown model", "/v1/completions", R"({"model":"gpt-9","prompt":"x"})", 404, "model"},
         {"missing API key", "/v1/completions", R"({"prompt":"x"})", 401, nullptr, false},
         {"unknown route", "/v1/engines", R"({})", 404, nullptr},
-        {"oversized body", "/v1/completions", json{{"prompt", std::string(2 << 20, 'a')}}.dump(), 413, nullptr},
+        {"oversized body", "/v1/completions", json{{"prompt", std::string(2 << 20, 'a')}}.dump(),
+         413, nullptr},
     };
     for (const Case& c : cases) {
         int st = 0;
@@ -311,20 +345,27 @@ TEST_F(ServerTest, EachBadInputGetsItsErrorAndTheServerKeepsServing) {
     const json j = post(rs, "/v1/completions", json{{"prompt", long_prompt}}.dump(), &st);
     const std::string msg = j["error"]["message"];
     EXPECT_NE(msg.find("512"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(std::to_string(rs.tok->encode(long_prompt).size())), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(rs.tok->encode(long_prompt).size())), std::string::npos)
+        << msg;
     EXPECT_EQ(j["error"]["code"], "context_length_exceeded");
 }
 
 TEST_F(ServerTest, ClientDisconnectMidStreamCancelsAndFreesBlocks) {
     Running& rs = *rs_;
-    const double aborted0 = rs.metrics_value("farsight_request_success_total{finish_reason=\"abort\"}").get<double>();
+    const double aborted0 =
+        rs.metrics_value("farsight_request_success_total{finish_reason=\"abort\"}").get<double>();
     auto c = rs.client();
     int chunks = 0;
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/completions";
     req.headers = {{"Authorization", "Bearer " + kKey}, {"Content-Type", "application/json"}};
-    req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 480}, {"ignore_eos", true}, {"stream", true}}.dump();
+    req.body = json{
+        {"prompt", "Once upon a time"},
+        {"max_tokens", 480},
+        {"ignore_eos", true},
+        {"stream",
+         true}}.dump();
     req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
     auto res = c.send(req);
     EXPECT_FALSE(res);  // we hung up
@@ -334,13 +375,15 @@ TEST_F(ServerTest, ClientDisconnectMidStreamCancelsAndFreesBlocks) {
     for (int i = 0; i < 200 && (used != 0 || aborted == aborted0); ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         used = rs.metrics_value("farsight_kv_blocks{state=\"used\"}").get<double>();
-        aborted = rs.metrics_value("farsight_request_success_total{finish_reason=\"abort\"}").get<double>();
+        aborted = rs.metrics_value("farsight_request_success_total{finish_reason=\"abort\"}")
+                      .get<double>();
     }
     EXPECT_EQ(used, 0);
     EXPECT_EQ(aborted, aborted0 + 1);
     const double generated = rs.metrics_value("farsight_generation_tokens_total").get<double>();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    EXPECT_EQ(rs.metrics_value("farsight_generation_tokens_total").get<double>(), generated);  // really stopped
+    EXPECT_EQ(rs.metrics_value("farsight_generation_tokens_total").get<double>(),
+              generated);  // really stopped
     expect_still_serving(rs);
 }
 
@@ -348,7 +391,9 @@ TEST_F(ServerTest, SharedPrefixIsComputedOnce) {
     Running& rs = *rs_;
     // ~450-token shared prefix (the context is 512), then different questions.
     std::string prefix;
-    for (int i = 0; prefix.size() < 1500; ++i) prefix += "Tim and Sue played with a red ball in the park number " + std::to_string(i) + ". ";
+    for (int i = 0; prefix.size() < 1500; ++i)
+        prefix +=
+            "Tim and Sue played with a red ball in the park number " + std::to_string(i) + ". ";
     std::vector<int32_t> ids = rs.tok->encode(prefix);
     ids.resize(450);
     std::vector<double> first_ms, second_ms;
@@ -359,19 +404,24 @@ TEST_F(ServerTest, SharedPrefixIsComputedOnce) {
         a.insert(a.end(), {20, 30, 40});
         b.insert(b.end(), {21, 31, 41, 51});
         int st = 0;
-        json ja = post(rs, "/v1/completions", json{{"prompt", a}, {"max_tokens", 2}, {"temperature", 0}}.dump(), &st);
+        json ja = post(rs, "/v1/completions",
+                       json{{"prompt", a}, {"max_tokens", 2}, {"temperature", 0}}.dump(), &st);
         ASSERT_EQ(st, 200) << ja.dump();
-        json jb = post(rs, "/v1/completions", json{{"prompt", b}, {"max_tokens", 2}, {"temperature", 0}}.dump(), &st);
+        json jb = post(rs, "/v1/completions",
+                       json{{"prompt", b}, {"max_tokens", 2}, {"temperature", 0}}.dump(), &st);
         ASSERT_EQ(st, 200) << jb.dump();
         EXPECT_EQ(ja["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-        EXPECT_EQ(jb["usage"]["prompt_tokens_details"]["cached_tokens"], 448);  // 28 full blocks of 16
+        EXPECT_EQ(jb["usage"]["prompt_tokens_details"]["cached_tokens"],
+                  448);  // 28 full blocks of 16
         first_ms.push_back(ja["timings"]["prefill_ms"].get<double>());
         second_ms.push_back(jb["timings"]["prefill_ms"].get<double>());
     }
     // Wall-clock times on a shared CI machine: compare the best of 5 rounds (noise only adds).
     const double first = *std::min_element(first_ms.begin(), first_ms.end());
     const double second = *std::min_element(second_ms.begin(), second_ms.end());
-    std::printf("prefill of a 453-token prompt: %.3f ms; with 448 tokens cached: %.3f ms (best of 5)\n", first, second);
+    std::printf(
+        "prefill of a 453-token prompt: %.3f ms; with 448 tokens cached: %.3f ms (best of 5)\n",
+        first, second);
     EXPECT_LE(second, 0.2 * first);
 }
 
@@ -381,11 +431,13 @@ TEST(ServerOverload, FullQueueGets503) {
     auto c1 = rs.client();
     std::thread slow([&] {
         auto r = c1.Post("/v1/completions",
-                         R"({"prompt":"Once","max_tokens":500,"ignore_eos":true,"temperature":0})", "application/json");
+                         R"({"prompt":"Once","max_tokens":500,"ignore_eos":true,"temperature":0})",
+                         "application/json");
         EXPECT_TRUE(r && r->status == 200);
     });
     // Wait until the first request is in flight, then a second one is refused.
-    for (int i = 0; i < 500 && rs.engine->pending() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    for (int i = 0; i < 500 && rs.engine->pending() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
     int st = 0;
     const json j = post(rs, "/v1/completions", R"({"prompt":"Once","max_tokens":3})", &st);
     EXPECT_EQ(st, 503) << j.dump();
