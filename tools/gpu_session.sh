@@ -37,6 +37,16 @@ for s in $STEPS; do
     bench8b) run bench_llama3-8b_128k 400 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
         --prefill-lens 131072 --decode-ctx 131072 --decode-batches 1 --max-model-len 131200 --kv-tokens 131328 \
         --commit "$COMMIT" --json "$OUT/bench_llama3-8b_128k.json" ;;
+    serve8b)  # issue 5: 1,000 ShareGPT-like requests against the Llama-3-8B shape in bf16
+      "$BIN/farsight" serve --device cuda --dummy llama3-8b --tokenizer "$ROOT/.gpu/shared/tokenizers/llama3" \
+          --port 8123 --max-num-seqs 128 --max-model-len 4096 --kv-tokens 400000 --served-model-name llama3-8b \
+          >"$OUT/serve8b_server.log" 2>&1 &
+      SPID=$!
+      for i in $(seq 1 120); do curl -sf http://127.0.0.1:8123/health >/dev/null 2>&1 && break; sleep 1; done
+      run serve8b 420 python3 tools/serve_bench.py --url http://127.0.0.1:8123 --model llama3-8b --n 1000 \
+          --concurrency 64 --label "llama3-8b bf16 dummy, commit $COMMIT" --out "$OUT/serve_llama3-8b.json"
+      curl -s http://127.0.0.1:8123/metrics > "$OUT/serve8b_metrics.txt" 2>&1
+      kill -TERM $SPID; wait $SPID ;;
     fixtures)  # regenerate the tokenizer/template fixtures with this machine's transformers and compare
       cp tests/fixtures/tokenizer/hf_corpus.json "$OUT/hf_corpus.committed.json"
       cp tests/fixtures/template/hf_renders.json "$OUT/hf_renders.committed.json"
@@ -49,4 +59,5 @@ done
 echo "==== summary"; printf '%s\n' "${summary[@]}"
 for f in "$OUT"/fixture_diff.log "$OUT"/tok_fixtures.log "$OUT"/tpl_fixtures.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -5 "$f"; }; done
 for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
+[ -f "$OUT/serve8b.log" ] && { echo "== serve8b"; tail -25 "$OUT/serve8b.log"; }
 for f in "$OUT"/bench_*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -v "loading weights" "$f" | tail -25; }; done
