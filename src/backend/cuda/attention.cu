@@ -1,10 +1,15 @@
 // Attention over the paged KV cache.
 //  * split-K flash-decoding: one block per (query token, kv head, group of up to 8 q heads,
 //    key partition); partial softmax states are merged by a second kernel. Used for q_len == 1
-//    (decode) and short chunks; correct for any batch (each token is its own query).
+//    (decode) and short chunks; correct for any batch (each token is its own query). The
+//    launch fixes only the number of partitions; each block derives its key range from the
+//    device-side sequence lengths (so a recorded CUDA graph stays valid as contexts grow).
+//    head_dim 64/128: decode_kernel (16-byte loads, D/8 lanes per key row, all q heads of a
+//    KV group per block, several K/V rows in flight per lane); other head dims: splitk_kernel.
 //  * prefill: FlashAttention-2 style tiles of 64 queries x 64 keys of one head on tensor cores
 //    (mma.sync m16n8k16, fp32 accumulate, online softmax in fp32), K/V gathered from the paged
 //    cache, causal + sliding window, variable-length batches with n_past (chunked prefill).
+#include <algorithm>
 #include <cfloat>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -15,6 +20,8 @@ namespace {
 
 constexpr int kGMax = 8;     // q heads per split-K block
 constexpr int kSkWarps = 4;  // warps per split-K block
+constexpr int kMinPart = 64;     // fewest keys per partition
+constexpr int kMaxSplits = 128;  // most partitions per (token, kv head)
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -36,6 +43,13 @@ __device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, i
     r.hi = r.p + 1;
     r.lo = window > 0 ? max(0, r.hi - static_cast<int32_t>(window)) : 0;
     return r;
+}
+
+// Keys per partition when n visible keys are cut into at most `splits` partitions.
+__device__ __forceinline__ int32_t split_part(int32_t n, int64_t splits) {
+    int32_t p = static_cast<int32_t>((n + splits - 1) / splits);
+    p = (p + 15) / 16 * 16;
+    return p > kMinPart ? p : kMinPart;
 }
 
 __device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, int32_t i, int64_t bs,
@@ -76,8 +90,7 @@ __device__ __forceinline__ void load_lane(const T* row, int lane, int64_t D, flo
 // grid (splits, KVH * qgroups, n_tokens), kSkWarps*32 threads. DPL: head dims per lane.
 template <typename T, int DPL>
 __global__ void __launch_bounds__(kSkWarps * 32)
-    splitk_kernel(AttnLaunch a, DevMeta m, int64_t partition, int64_t splits, float* ml,
-                  float* accw) {
+    splitk_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
     constexpr int DMAX = DPL * 32;
     __shared__ float q_s[kGMax][DMAX];
     __shared__ float p_s[kSkWarps][kGMax][32];
@@ -95,9 +108,9 @@ __global__ void __launch_bounds__(kSkWarps * 32)
     const int64_t split = blockIdx.x;
     const TokenRange tr = token_range(m, t, a.window);
     const SeqSlice& seq = m.seqs[tr.seq];
-    const int32_t lo = static_cast<int32_t>(tr.lo + split * partition);
-    const int32_t hi =
-        static_cast<int32_t>((tr.hi < lo + partition ? int64_t(tr.hi) : lo + partition));
+    const int32_t partition = split_part(tr.hi - tr.lo, splits);
+    const int32_t lo = tr.lo + static_cast<int32_t>(split) * partition;
+    const int32_t hi = min(tr.hi, lo + partition);
 
     const T* qkv = static_cast<const T*>(a.qkv);
     const T* kp = static_cast<const T*>(a.k_pool);
@@ -221,6 +234,187 @@ __global__ void __launch_bounds__(kSkWarps * 32)
             if (M != -INFINITY)
                 for (int w = 0; w < kSkWarps; ++w) A += acc_s[w][g][d] * __expf(m_s[w][g] - M);
             accw[part * D + d] = A;
+        }
+    }
+}
+
+__device__ __forceinline__ uint4 ld_nc_stream(const void* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+    const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = to_f(e[i]);
+}
+
+constexpr int kDecWarps = 4;
+
+// grid (splits, KVH * qgroups, n_tokens), kDecWarps*32 threads. A key row (D elements) is read
+// by D/8 lanes with one 16-byte load each, so a warp reads 32/(D/8) whole rows per load; each
+// lane keeps U key and U value loads in flight per step. The GP query heads of one KV group
+// share every K/V row. Scores are in base 2 (scale*log2(e) folded into q); the partial states
+// are written with m in natural-log units for splitk_reduce_kernel.
+template <typename T, int D, int GP>
+__global__ void __launch_bounds__(kDecWarps * 32)
+    decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
+    constexpr int LPK = D / 8;         // lanes per key row
+    constexpr int KPW = 32 / LPK;      // key rows per warp load
+    constexpr int U = GP >= 8 ? 2 : 4;  // loads in flight per lane (registers)
+    constexpr int KSTEP = KPW * U;     // keys per warp step
+    __shared__ float m_s[kDecWarps][GP], l_s[kDecWarps][GP];
+    __shared__ float acc_s[kDecWarps][GP][D];
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int sub = lane / LPK, cl = lane % LPK;
+    const int64_t G = a.H / a.KVH;
+    const int64_t qgroups = (G + GP - 1) / GP;
+    const int64_t kvh = blockIdx.y / qgroups;
+    const int64_t g0 = (blockIdx.y % qgroups) * GP;
+    const int ng = static_cast<int>(G - g0 < GP ? G - g0 : int64_t(GP));
+    const int64_t tok_idx = blockIdx.z;
+    const int32_t t = m.decode_tokens[tok_idx];
+    const TokenRange tr = token_range(m, t, a.window);
+    const int32_t bt_off = m.seqs[tr.seq].block_table_offset;
+    const int32_t part = split_part(tr.hi - tr.lo, splits);
+    const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
+    const int32_t hi = min(tr.hi, lo + part);
+    const int32_t bs = static_cast<int32_t>(a.block_size);
+    const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
+
+    const T* qkv = static_cast<const T*>(a.qkv);
+    const T* kp = static_cast<const T*>(a.k_pool) + kvh * D + cl * 8;
+    const T* vp = static_cast<const T*>(a.v_pool) + kvh * D + cl * 8;
+    const float qscale = a.scale * 1.4426950408889634f;
+
+    float q[GP][8];
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+        if (g < ng) {
+            const T* qr = qkv + static_cast<size_t>(t) * a.ld + (kvh * G + g0 + g) * D + cl * 8;
+            unpack8<T>(*reinterpret_cast<const uint4*>(qr), q[g]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) q[g][e] *= qscale;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) q[g][e] = 0.0f;
+        }
+    }
+    float mx[GP], l[GP], acc[GP][8];
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+        mx[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
+    }
+
+    for (int32_t k0 = lo + warp * KSTEP; k0 < hi; k0 += kDecWarps * KSTEP) {
+        bool ok[U];
+        size_t off[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int32_t i = k0 + u * KPW + sub;
+            ok[u] = i < hi;
+            const int32_t blk = ok[u] ? m.block_tables[bt_off + i / bs] : 0;
+            off[u] = (static_cast<size_t>(blk) * bs + (ok[u] ? i % bs : 0)) * slot_stride;
+        }
+        uint4 kr[U], vr[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            kr[u] = ok[u] ? ld_nc_stream(kp + off[u]) : make_uint4(0, 0, 0, 0);
+            vr[u] = ok[u] ? ld_nc_stream(vp + off[u]) : make_uint4(0, 0, 0, 0);
+        }
+        float sc[U][GP];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float kf[8];
+            unpack8<T>(kr[u], kf);
+#pragma unroll
+            for (int g = 0; g < GP; ++g) {
+                float s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) s = fmaf(q[g][e], kf[e], s);
+#pragma unroll
+                for (int o = LPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                sc[u][g] = s;
+            }
+        }
+        float vf[U][8];
+#pragma unroll
+        for (int u = 0; u < U; ++u) unpack8<T>(vr[u], vf[u]);
+#pragma unroll
+        for (int g = 0; g < GP; ++g) {
+            float bm = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+                if (ok[u]) bm = fmaxf(bm, sc[u][g]);
+#pragma unroll
+            for (int o = LPK; o < 32; o <<= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, o));
+            const float mnew = fmaxf(mx[g], bm);  // finite: key k0 is valid
+            const float alpha = exp2f(mx[g] - mnew);
+            float ps = 0.0f, p[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                p[u] = ok[u] ? exp2f(sc[u][g] - mnew) : 0.0f;
+                ps += p[u];
+            }
+            l[g] = l[g] * alpha + ps;
+            mx[g] = mnew;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                float v = acc[g][e] * alpha;
+#pragma unroll
+                for (int u = 0; u < U; ++u) v = fmaf(p[u], vf[u][e], v);
+                acc[g][e] = v;
+            }
+        }
+    }
+
+    // sum the key rows of the warp (lanes with the same cl), then merge the warps
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+#pragma unroll
+        for (int o = LPK; o < 32; o <<= 1) {
+            l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+        }
+        if (lane < LPK) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc_s[warp][g][cl * 8 + e] = acc[g][e];
+        }
+        if (lane == 0) {
+            m_s[warp][g] = mx[g];
+            l_s[warp][g] = l[g];
+        }
+    }
+    __syncthreads();
+    const int64_t H = a.H;
+    const int64_t split = blockIdx.x;
+    for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
+        const int g = idx / (D + 1), d = idx % (D + 1);
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, m_s[w][g]);
+        const int64_t h = kvh * G + g0 + g;
+        const size_t pidx = (static_cast<size_t>(tok_idx) * H + h) * splits + split;
+        if (d == D) {
+            float L = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kDecWarps; ++w) L += l_s[w][g] * exp2f(m_s[w][g] - M);
+            ml[pidx * 2] = M == -INFINITY ? -INFINITY : M * 0.6931471805599453f;
+            ml[pidx * 2 + 1] = L;
+        } else {
+            float A = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kDecWarps; ++w) A += acc_s[w][g][d] * exp2f(m_s[w][g] - M);
+            accw[pidx * D + d] = A;
         }
     }
 }
@@ -455,33 +649,62 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, De
 
 template <typename T, int DPL>
 void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     int64_t partition, void* work, cudaStream_t st) {
+                     float* ml, float* accw, cudaStream_t st) {
     const int64_t G = a.H / a.KVH;
     const int64_t qgroups = (G + kGMax - 1) / kGMax;
-    float* ml = static_cast<float*>(work);
-    float* accw = ml + n_tokens * a.H * splits * 2;
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
               static_cast<unsigned>(n_tokens));
-    splitk_kernel<T, DPL><<<grid, kSkWarps * 32, 0, st>>>(a, m, partition, splits, ml, accw);
+    splitk_kernel<T, DPL><<<grid, kSkWarps * 32, 0, st>>>(a, m, splits, ml, accw);
     FS_CUDA_LAUNCH("splitk_kernel");
-    dim3 g2(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.H));
-    splitk_reduce_kernel<T><<<g2, a.D >= 128 ? 128 : 64, 0, st>>>(a, m, splits, ml, accw);
-    FS_CUDA_LAUNCH("splitk_reduce_kernel");
+}
+
+template <typename T, int D, int GP>
+void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                     float* ml, float* accw, cudaStream_t st) {
+    const int64_t G = a.H / a.KVH;
+    const int64_t qgroups = (G + GP - 1) / GP;
+    dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
+              static_cast<unsigned>(n_tokens));
+    decode_kernel<T, D, GP><<<grid, kDecWarps * 32, 0, st>>>(a, m, splits, ml, accw);
+    FS_CUDA_LAUNCH("decode_kernel");
+}
+
+template <typename T, int D>
+void launch_decode_g(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                     float* ml, float* accw, cudaStream_t st) {
+    const int64_t G = a.H / a.KVH;
+    if (G == 1)
+        launch_decode_t<T, D, 1>(a, m, n_tokens, splits, ml, accw, st);
+    else if (G == 2)
+        launch_decode_t<T, D, 2>(a, m, n_tokens, splits, ml, accw, st);
+    else if (G <= 4)
+        launch_decode_t<T, D, 4>(a, m, n_tokens, splits, ml, accw, st);
+    else
+        launch_decode_t<T, D, 8>(a, m, n_tokens, splits, ml, accw, st);
 }
 
 template <typename T>
 void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     int64_t partition, void* work, cudaStream_t st) {
-    if (a.D <= 32)
-        launch_splitk_t<T, 1>(a, m, n_tokens, splits, partition, work, st);
+                     void* work, cudaStream_t st) {
+    float* ml = static_cast<float*>(work);
+    float* accw = ml + n_tokens * a.H * splits * 2;
+    if (a.D == 64)
+        launch_decode_g<T, 64>(a, m, n_tokens, splits, ml, accw, st);
+    else if (a.D == 128)
+        launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, st);
+    else if (a.D <= 32)
+        launch_splitk_t<T, 1>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 64)
-        launch_splitk_t<T, 2>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_t<T, 2>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 128)
-        launch_splitk_t<T, 4>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_t<T, 4>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 256)
-        launch_splitk_t<T, 8>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_t<T, 8>(a, m, n_tokens, splits, ml, accw, st);
     else
         fail("attention: head_dim {} > 256 is not supported by the CUDA backend", a.D);
+    dim3 g2(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.H));
+    splitk_reduce_kernel<T><<<g2, a.D >= 128 ? 128 : 64, 0, st>>>(a, m, splits, ml, accw);
+    FS_CUDA_LAUNCH("splitk_reduce_kernel");
 }
 
 }  // namespace
@@ -490,25 +713,26 @@ size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t sp
     return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
 }
 
-int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx, int num_sms,
-                             int64_t* partition) {
+int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx,
+                             int num_sms) {
     const int64_t G = H / KVH;
-    const int64_t base = n_tokens * KVH * ((G + kGMax - 1) / kGMax);
-    int64_t part = 512;
-    auto splits_for = [&](int64_t p) { return std::max<int64_t>(1, (max_ctx + p - 1) / p); };
-    while (part > kSkWarps * 32 && base * splits_for(part) < 2 * num_sms) part /= 2;
-    *partition = part;
-    return splits_for(part);
+    const int64_t base = std::max<int64_t>(1, n_tokens * KVH * ((G + kGMax - 1) / kGMax));
+    // about four blocks per SM in all (blocks beyond a sequence's length exit at once)
+    int64_t s = (4 * static_cast<int64_t>(num_sms) + base - 1) / base;
+    s = std::min<int64_t>(std::max<int64_t>(s, 1), kMaxSplits);
+    if (max_ctx > 0) s = std::min<int64_t>(s, (max_ctx + kMinPart - 1) / kMinPart);
+    return std::max<int64_t>(s, 1);
 }
 
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
-                             int64_t splits, int64_t partition, void* work, cudaStream_t st) {
+                             int64_t splits, void* work, cudaStream_t st) {
     if (n_tokens == 0) return;
     FS_CHECK(n_tokens < 65536, "attention: too many decode tokens in one batch ({})", n_tokens);
+    FS_CHECK(splits >= 1 && splits <= kMaxSplits, "attention: {} partitions", splits);
     if (a.dt == DType::BF16)
-        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, work, st);
     else
-        launch_splitk_d<__half>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_d<__half>(a, m, n_tokens, splits, work, st);
 }
 
 bool prefill_supported(int64_t D) {
