@@ -326,6 +326,7 @@ class CudaBackend final : public Backend {
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     void synchronize() override { FS_CUDA(cudaStreamSynchronize(stream_->get())); }
+    CudaGraphStats graph_stats() const { return stats_; }
 
   private:
     void begin_forward_impl(const BatchMeta& meta, bool pad);
@@ -459,6 +460,7 @@ class CudaBackend final : public Backend {
     int64_t graph_bucket_ = 0;  // bucket of the current step (0: eager)
     bool capturing_ = false, replay_ = false;
     GraphKey cur_graph_{0, 0};
+    CudaGraphStats stats_;
     // fixed-address metadata of recorded steps (kernel arguments point into it)
     PinnedBuffer gmeta_host_;
     DeviceBuffer gmeta_dev_;
@@ -680,6 +682,10 @@ bool CudaBackend::begin_step(const BatchMeta& meta, uint64_t tensors_id) {
     replay_ = false;
     if (graph_bucket_ == 0) return false;
     cur_graph_ = {graph_bucket_, tensors_id};
+    // graphs of this bucket recorded for tensors the caller has since moved are dead
+    for (auto it = graphs_.lower_bound({graph_bucket_, 0});
+         it != graphs_.end() && it->first.first == graph_bucket_;)
+        it = it->first.second != tensors_id ? graphs_.erase(it) : std::next(it);
     GraphExec& g = graphs_[cur_graph_];
     if (g.exec) {
         replay_ = true;
@@ -719,6 +725,7 @@ void CudaBackend::end_step() {
                  cudaGetErrorString(e));
         }
         graphs_[cur_graph_].exec = exec;
+        ++stats_.captures;
         replay_ = true;
     }
     if (replay_) {
@@ -726,6 +733,7 @@ void CudaBackend::end_step() {
         auto it = graphs_.find(cur_graph_);
         FS_CHECK(it != graphs_.end() && it->second.exec, "end_step: no recorded step to run");
         FS_CUDA(cudaGraphLaunch(it->second.exec, stream_->get()));
+        ++stats_.replays;
     }
 }
 
@@ -948,6 +956,11 @@ bool cuda_available() {
 
 std::unique_ptr<Backend> make_cuda_backend_with(int device, DType activation_dtype) {
     return std::make_unique<cuda::CudaBackend>(device, activation_dtype);
+}
+
+CudaGraphStats cuda_graph_stats(const Backend& backend) {
+    const auto* b = dynamic_cast<const cuda::CudaBackend*>(&backend);
+    return b ? b->graph_stats() : CudaGraphStats{};
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
