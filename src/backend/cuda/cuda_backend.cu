@@ -117,7 +117,9 @@ constexpr size_t kStageBytes = 16u << 20;  // per pinned staging buffer (two of 
 // W^T(N x K, from K x N col-major) * x(K x T).
 std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, int64_t N, int64_t K,
                                      bool bias, unsigned align_a, unsigned align_b,
-                                     unsigned align_c, size_t workspace, DType out_dt) {
+                                     unsigned align_c, size_t workspace, DType out_dt,
+                                     std::vector<cublasLtMatmulAlgo_t>* candidates = nullptr,
+                                     int max_candidates = 1) {
     auto plan = std::make_unique<LtPlan>();
     cudaDataType_t ct = cuda_type(dt);
     const cudaDataType_t ot = cuda_type(out_dt);  // f32 output for logits
@@ -153,13 +155,17 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, in
                                                    &al[2], sizeof(uint32_t)));
     FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                    &al[2], sizeof(uint32_t)));
-    cublasLtMatmulHeuristicResult_t res{};
+    std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<size_t>(std::max(max_candidates, 1)));
     int n = 0;
     FS_CUBLAS(cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
-                                             1, &res, &n));
+                                             static_cast<int>(res.size()), res.data(), &n));
     FS_CHECK(n > 0, "cuBLASLt found no algorithm for a {}x{}x{} {} matmul", T, N, K,
              dtype_name(dt));
-    plan->algo = res.algo;
+    plan->algo = res[0].algo;
+    if (candidates)
+        for (int i = 0; i < n; ++i)
+            if (res[static_cast<size_t>(i)].state == CUBLAS_STATUS_SUCCESS)
+                candidates->push_back(res[static_cast<size_t>(i)].algo);
     return plan;
 }
 
@@ -801,33 +807,52 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
         alignment_of(out.data)};
     auto it = plans_.find(key);
     if (it == plans_.end()) {
+        // Skinny shapes (decode batches, T <= 256) are cheap to time: try cuBLASLt's first
+        // few algorithms and the GEMV kernel on the real operands once, keep the fastest
+        // (heuristics often pick a split or tile that reads W more than once at T = 32..64).
+        const bool tune = !capturing_ && gemv_mode_ != 1 && T <= 256;
+        std::vector<cublasLtMatmulAlgo_t> algos;
         auto plan = make_lt_plan(lt_->get(), act_, T, N, K, b != nullptr, std::get<5>(key),
-                                 std::get<6>(key), std::get<7>(key), lt_ws_.size(), out.dtype);
+                                 std::get<6>(key), std::get<7>(key), lt_ws_.size(), out.dtype,
+                                 &algos, tune ? 8 : 1);
         if (gemv_ok && gemv_mode_ == 1) {
             plan->use_gemv = true;
-        } else if (gemv_ok && !capturing_) {
-            // autotune once per shape: time both on the real operands
-            Event e0, e1, e2;
-            auto run_lt = [&] {
-                lt_run(lt_->get(), *plan, x.data, w.data, b ? b->data : nullptr, out.data,
-                       lt_ws_.get(), lt_ws_.size(), st);
+        } else if (tune) {
+            auto run_lt = [&](const cublasLtMatmulAlgo_t& algo) {
+                const void* bp = b ? b->data : nullptr;
+                if (bp)
+                    FS_CUBLAS(cublasLtMatmulDescSetAttribute(
+                        plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
+                const float alpha = 1.0f, beta = 0.0f;
+                return cublasLtMatmul(lt_->get(), plan->op, &alpha, w.data, plan->a, x.data,
+                                      plan->b, &beta, out.data, plan->c, out.data, plan->c, &algo,
+                                      lt_ws_.get(), lt_ws_.size(), st);
             };
             auto run_gv = [&] {
                 launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
                             props_.multiProcessorCount, st);
             };
-            run_lt();
-            run_gv();
-            FS_CUDA(cudaEventRecord(e0.get(), st));
-            for (int r = 0; r < 3; ++r) run_lt();
-            FS_CUDA(cudaEventRecord(e1.get(), st));
-            for (int r = 0; r < 3; ++r) run_gv();
-            FS_CUDA(cudaEventRecord(e2.get(), st));
-            FS_CUDA(cudaEventSynchronize(e2.get()));
-            float t_lt = 0, t_gv = 0;
-            FS_CUDA(cudaEventElapsedTime(&t_lt, e0.get(), e1.get()));
-            FS_CUDA(cudaEventElapsedTime(&t_gv, e1.get(), e2.get()));
-            plan->use_gemv = t_gv < t_lt;
+            Event e0, e1;
+            auto time_it = [&](auto&& f) {
+                f();  // warm (and first-use costs)
+                FS_CUDA(cudaEventRecord(e0.get(), st));
+                for (int r = 0; r < 3; ++r) f();
+                FS_CUDA(cudaEventRecord(e1.get(), st));
+                FS_CUDA(cudaEventSynchronize(e1.get()));
+                float ms = 0;
+                FS_CUDA(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+                return ms;
+            };
+            float best = 1e30f;
+            for (const auto& algo : algos) {
+                if (run_lt(algo) != CUBLAS_STATUS_SUCCESS) continue;  // not runnable here
+                const float ms = time_it([&] { (void)run_lt(algo); });
+                if (ms < best) {
+                    best = ms;
+                    plan->algo = algo;
+                }
+            }
+            if (gemv_ok && time_it(run_gv) < best) plan->use_gemv = true;
         }
         it = plans_.emplace(key, std::move(plan)).first;
     }
