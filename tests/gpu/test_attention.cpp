@@ -212,3 +212,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaAttention, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace
+
+// The previous prefill kernel (FARSIGHT_PREFILL_V1=1, kept for comparisons) on two cases.
+TEST(CudaAttentionV1, PrefillV1KernelMatchesReference) {
+    FS_REQUIRE_GPU();
+    setenv("FARSIGHT_PREFILL_V1", "1", 1);
+    for (const auto& c : cases())
+        if (c.name == "prefill1100_mha_d64_bs32" || c.name == "mixed_mqa_d128_bs16") run_case(c);
+    unsetenv("FARSIGHT_PREFILL_V1");
+}

@@ -151,12 +151,16 @@ TEST(CudaBench, Attention) {
         double bytes = double(S) * ctx * KVH * D * 2 * 2;
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);
-        // prefill of the same batch (16 x 4096 tokens, causal)
+        // prefill of the same batch (16 x 4096 tokens, causal): current kernel, then v1
         b.begin_forward(fill);
-        double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
-        double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
-        std::printf("BENCH prefill_attention 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n", pms,
-                    flops / (pms * 1e-3) / 1e12);
+        for (const char* v1 : {"0", "1"}) {
+            setenv("FARSIGHT_PREFILL_V1", v1, 1);
+            double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
+            double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
+            std::printf("BENCH prefill_attention%s 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n",
+                        v1[0] == '1' ? "_v1" : "", pms, flops / (pms * 1e-3) / 1e12);
+        }
+        unsetenv("FARSIGHT_PREFILL_V1");
     }
 }
 

@@ -11,6 +11,7 @@
 //    cache, causal + sliding window, variable-length batches with n_past (chunked prefill).
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
@@ -647,6 +648,242 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, De
     }
 }
 
+// ---------------------------------------------------------------- prefill v2
+// The same tiles (64 query rows of one head x 64 keys, 4 warps of 16 rows) with the K/V tiles
+// double-buffered through cp.async (the next tile's loads overlap this tile's math), K and V
+// fragments read with ldmatrix / ldmatrix.trans (one instruction per two mma), masks computed
+// only on tiles that cross the diagonal or a window edge, and the heaviest (last) query tiles
+// scheduled first.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait1() {
+    asm volatile("cp.async.wait_group 1;\n" ::);
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
+template <int D>
+constexpr int prefill2_smem_bytes() {
+    return 2 * 2 * kPfKeys * (D + 8) * 2;  // 2 stages x (K, V) x 64 rows x padded row
+}
+
+// grid (num_prefill_tiles, H), kPfWarps*32 threads, prefill2_smem_bytes<D>() dynamic smem.
+template <typename T, int D>
+__global__ void __launch_bounds__(kPfWarps * 32) prefill2_kernel(AttnLaunch a, DevMeta m) {
+    constexpr int LDS = D + 8;  // padded row: ldmatrix rows fall in distinct banks
+    constexpr int TILE = kPfKeys * LDS;
+    constexpr int CH = D / 8;  // 16-byte chunks per row
+    extern __shared__ __align__(16) uint16_t smem[];
+    using Op = MmaOp<T>;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tig = lane % 4;
+    const int tile = m.num_prefill_tiles - 1 - static_cast<int>(blockIdx.x);
+    const int32_t sidx = m.prefill_tiles[2 * tile];
+    const int32_t q0 = m.prefill_tiles[2 * tile + 1];
+    const SeqSlice seq = m.seqs[sidx];
+    const int64_t h = blockIdx.y;
+    const int64_t kvh = h / (a.H / a.KVH);
+
+    const int32_t q_last = min(q0 + kPrefillTileQ, seq.q_len) - 1;
+    const int32_t p_min = seq.n_past + q0, p_max = seq.n_past + q_last;
+    const int32_t hi = p_max + 1;
+    const int32_t lo = a.window > 0 ? max(0, p_min - static_cast<int32_t>(a.window) + 1) : 0;
+
+    const int32_t r0 = q0 + warp * 16 + gq, r1 = r0 + 8;
+    const bool v0 = r0 < seq.q_len, v1 = r1 < seq.q_len;
+    const int32_t pos0 = seq.n_past + r0, pos1 = seq.n_past + r1;
+
+    uint32_t qf[D / 16][4];
+    {
+        const uint16_t* qkv = static_cast<const uint16_t*>(a.qkv);
+        const uint16_t* q0p = qkv + (seq.q_start + r0) * a.ld + h * D;
+        const uint16_t* q1p = qkv + (seq.q_start + r1) * a.ld + h * D;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            int c = kc * 16 + tig * 2;
+            qf[kc][0] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c) : 0u;
+            qf[kc][1] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c) : 0u;
+            qf[kc][2] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c + 8) : 0u;
+            qf[kc][3] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c + 8) : 0u;
+        }
+    }
+    const float sl2 = a.scale * 1.4426950408889634f;  // softmax in base 2
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.0f, 0.0f};
+
+    const uint16_t* kpool = static_cast<const uint16_t*>(a.k_pool) + kvh * D;
+    const uint16_t* vpool = static_cast<const uint16_t*>(a.v_pool) + kvh * D;
+    const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
+    const int32_t bs = static_cast<int32_t>(a.block_size);
+    const int32_t* btab = m.block_tables + seq.block_table_offset;
+
+    auto load_tile = [&](int stage, int32_t kt) {
+        uint16_t* ks = smem + stage * 2 * TILE;
+        uint16_t* vs = ks + TILE;
+        for (int idx = threadIdx.x; idx < kPfKeys * CH; idx += kPfWarps * 32) {
+            const int r = idx / CH, c = idx % CH;
+            const int32_t i = kt + r;
+            const bool ok = i < hi;
+            size_t off = 0;
+            if (ok) off = (static_cast<size_t>(btab[i / bs]) * bs + i % bs) * slot_stride + c * 8;
+            cp_async16(&ks[r * LDS + c * 8], kpool + off, ok);
+            cp_async16(&vs[r * LDS + c * 8], vpool + off, ok);
+        }
+    };
+
+    int stage = 0;
+    load_tile(0, lo);
+    cp_async_commit();
+    for (int32_t kt = lo; kt < hi; kt += kPfKeys, stage ^= 1) {
+        if (kt + kPfKeys < hi) load_tile(stage ^ 1, kt + kPfKeys);
+        cp_async_commit();  // possibly empty: keeps the group count uniform
+        cp_async_wait1();   // this stage's tile has landed (for this thread) ...
+        __syncthreads();    // ... and for every thread
+        const uint16_t* ks = smem + stage * 2 * TILE;
+        const uint16_t* vs = ks + TILE;
+
+        // S = Q K^T for this warp's 16 rows x 64 keys
+        float s[kPfKeys / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            const uint16_t* krow = ks + (nt * 8 + (lane & 7)) * LDS + (lane >> 3) * 8;
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc += 2) {
+                uint32_t b[4];
+                ldmatrix_x4(b, krow + kc * 16);
+                Op::mma(s[nt], qf[kc], b[0], b[1]);
+                Op::mma(s[nt], qf[kc + 1], b[2], b[3]);
+            }
+        }
+        const bool need_mask = a.window > 0 || kt + kPfKeys - 1 > p_min || !v0 || !v1;
+        float mx[2] = {-INFINITY, -INFINITY};
+        if (need_mask) {
+#pragma unroll
+            for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int32_t key = kt + nt * 8 + tig * 2 + (e & 1);
+                    const bool rv = e < 2 ? v0 : v1;
+                    const int32_t pos = e < 2 ? pos0 : pos1;
+                    const bool ok = rv && key <= pos && (a.window <= 0 || pos - key < a.window);
+                    s[nt][e] = ok ? s[nt][e] * sl2 : -INFINITY;
+                    mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    s[nt][e] *= sl2;
+                    mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+                }
+            }
+        }
+        float alpha[2], muse[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mnew = fmaxf(mr[r], mx[r]);
+            muse[r] = mnew == -INFINITY ? 0.0f : mnew;
+            alpha[r] = exp2f(mr[r] - muse[r]);  // 0 when mr was -inf
+            mr[r] = mnew;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float p = exp2f(s[nt][e] - muse[e / 2]);
+                s[nt][e] = p;
+                rs[e / 2] += p;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) {
+            o[nd][0] *= alpha[0];
+            o[nd][1] *= alpha[0];
+            o[nd][2] *= alpha[1];
+            o[nd][3] *= alpha[1];
+        }
+        // O += P V
+        const uint16_t* vrow =
+            vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) * 8);
+#pragma unroll
+        for (int kc = 0; kc < kPfKeys / 16; ++kc) {
+            uint32_t pa[4];
+            pa[0] = Op::pack(s[2 * kc][0], s[2 * kc][1]);
+            pa[1] = Op::pack(s[2 * kc][2], s[2 * kc][3]);
+            pa[2] = Op::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+            pa[3] = Op::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd += 2) {
+                uint32_t b[4];
+                ldmatrix_x4_trans(b, vrow + kc * 16 * LDS + nd * 8);
+                Op::mma(o[nd], pa, b[0], b[1]);
+                Op::mma(o[nd + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads();  // the loads two tiles on overwrite this stage
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
+    }
+    T* out = static_cast<T*>(a.out);
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) {
+        const int c = nd * 8 + tig * 2;
+        if (v0)
+            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r0) * a.out_ld + h * D + c) =
+                Op::pack(o[nd][0] * lr[0], o[nd][1] * lr[0]);
+        if (v1)
+            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r1) * a.out_ld + h * D + c) =
+                Op::pack(o[nd][2] * lr[1], o[nd][3] * lr[1]);
+    }
+}
+
+template <typename T, int D>
+void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
+    constexpr int smem = prefill2_smem_bytes<D>();
+    static bool attr_set = false;  // per instantiation; the attribute is per device function
+    if (!attr_set) {
+        FS_CUDA(cudaFuncSetAttribute(prefill2_kernel<T, D>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        attr_set = true;
+    }
+    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
+    prefill2_kernel<T, D><<<grid, kPfWarps * 32, smem, st>>>(a, m);
+    FS_CUDA_LAUNCH("prefill2_kernel");
+}
+
 template <typename T, int DPL>
 void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
                      float* ml, float* accw, cudaStream_t st) {
@@ -741,6 +978,22 @@ bool prefill_supported(int64_t D) {
 
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;
+    const char* v1e = std::getenv("FARSIGHT_PREFILL_V1");  // =1: the previous kernel
+    const bool v1 = v1e && v1e[0] == '1';
+    if (!v1 && (a.D == 64 || a.D == 128)) {
+        if (a.dt == DType::BF16) {
+            if (a.D == 64)
+                launch_prefill2<__nv_bfloat16, 64>(a, m, st);
+            else
+                launch_prefill2<__nv_bfloat16, 128>(a, m, st);
+        } else {
+            if (a.D == 64)
+                launch_prefill2<__half, 64>(a, m, st);
+            else
+                launch_prefill2<__half, 128>(a, m, st);
+        }
+        return;
+    }
     dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
     auto go = [&](auto tag) {
         using T = decltype(tag);
