@@ -508,8 +508,8 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
     if (kv_layout_.num_blocks > 0) {
         const int64_t slots = kv_layout_.num_blocks * kv_layout_.block_size;
         for (int64_t t = 0; t < T0; ++t)
-            FS_CHECK(meta_in.slot_mapping[t] >= 0 && meta_in.slot_mapping[t] < slots,
-                     "begin_forward: slot {} of token {} outside the KV cache ({} slots)",
+            FS_CHECK(meta_in.slot_mapping[t] < slots,  // negative: not stored (padding)
+                     "begin_forward: slot {} of token {} beyond the KV cache ({} slots)",
                      meta_in.slot_mapping[t], t, slots);
         for (int32_t b : meta_in.block_tables)
             FS_CHECK(b >= 0 && b < kv_layout_.num_blocks,
