@@ -58,7 +58,7 @@ void write_json(const BenchOpts& o, const nlohmann::json& out) {
 
 // FLOPs of a forward over n new tokens after `past` cached ones: 2 per weight per token
 // (embedding excluded) plus causal attention (q.k and p.v).
-double forward_flops(const ModelConfig& c, int64_t n, int64_t past) {
+[[maybe_unused]] double forward_flops(const ModelConfig& c, int64_t n, int64_t past) {
     const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
     const double Q = static_cast<double>(c.q_dim()), KV = static_cast<double>(c.kv_dim());
     const double per_layer = H * (Q + 2 * KV) + Q * H + 3 * H * I;
