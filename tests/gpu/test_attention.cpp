@@ -199,7 +199,13 @@ std::vector<Case> cases() {
         // decode kernel: MHA (one q head per block) with many partitions, long and short
         {"decode_mha_d128_long", 4, 4, 128, 16, 0, {{4000, 1}, {0, 1}, {130, 2}, {65, 1}}},
         // decode kernel: GQA 2, head_dim 64, fp16, a sliding window across partitions
-        {"decode_gqa2_d64_f16_window", 4, 2, 64, 32, 700, {{3000, 1}, {17, 1}, {800, 4}},
+        {"decode_gqa2_d64_f16_window",
+         4,
+         2,
+         64,
+         32,
+         700,
+         {{3000, 1}, {17, 1}, {800, 4}},
          DType::F16},
         // decode kernel: GQA 8 (q heads 8 per block), bf16, head_dim 64
         {"decode_gqa8_d64", 16, 2, 64, 16, 0, {{1500, 1}, {3, 1}, {257, 1}}},

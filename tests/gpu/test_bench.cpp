@@ -169,11 +169,16 @@ TEST(CudaBench, Attention) {
 // and the weight+KV bytes per second.
 TEST(CudaBench, DecodeGraphStack) {
     FS_REQUIRE_BENCH();
-    nlohmann::json c = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
-                        {"hidden_size", 4096}, {"intermediate_size", 11008},
-                        {"num_hidden_layers", 4}, {"num_attention_heads", 32},
-                        {"num_key_value_heads", 32}, {"vocab_size", 32000},
-                        {"max_position_embeddings", 4096}, {"rms_norm_eps", 1e-5},
+    nlohmann::json c = {{"architectures", {"LlamaForCausalLM"}},
+                        {"model_type", "llama"},
+                        {"hidden_size", 4096},
+                        {"intermediate_size", 11008},
+                        {"num_hidden_layers", 4},
+                        {"num_attention_heads", 32},
+                        {"num_key_value_heads", 32},
+                        {"vocab_size", 32000},
+                        {"max_position_embeddings", 4096},
+                        {"rms_norm_eps", 1e-5},
                         {"torch_dtype", "bfloat16"}};
     const auto path = std::filesystem::temp_directory_path() / "farsight_bench_7b4.json";
     std::ofstream(path) << c.dump();
@@ -197,7 +202,8 @@ TEST(CudaBench, DecodeGraphStack) {
             for (int i = 0; i < 23; ++i) {
                 std::vector<SeqStep> steps;
                 for (int b = 0; b < B; ++b)
-                    steps.push_back({&tables[size_t(b)], std::span<const int32_t>(&last[size_t(b)], 1), false});
+                    steps.push_back(
+                        {&tables[size_t(b)], std::span<const int32_t>(&last[size_t(b)], 1), false});
                 const auto t0 = std::chrono::steady_clock::now();
                 s.forward(steps);
                 if (i >= 3)
@@ -208,12 +214,14 @@ TEST(CudaBench, DecodeGraphStack) {
             for (auto& t : tables) t.release(s.pool());
             std::sort(ms.begin(), ms.end());
             const double med = ms[ms.size() / 2];
-            const double bytes = double(s.model().decode_bytes(0)) +
-                                 B * double(s.model().decode_bytes(ctx) - s.model().decode_bytes(0));
-            std::printf("BENCH decode_stack_7b_4layers graphs=%s batch %d ctx %d: %.3f ms/step "
-                        "%.0f GB/s (%.0f%% of copy)\n",
-                        graphs, B, ctx, med, bytes / (med * 1e-3) / 1e9,
-                        g_copy_gbps > 0 ? 100 * bytes / (med * 1e-3) / 1e9 / g_copy_gbps : 0.0);
+            const double bytes =
+                double(s.model().decode_bytes(0)) +
+                B * double(s.model().decode_bytes(ctx) - s.model().decode_bytes(0));
+            std::printf(
+                "BENCH decode_stack_7b_4layers graphs=%s batch %d ctx %d: %.3f ms/step "
+                "%.0f GB/s (%.0f%% of copy)\n",
+                graphs, B, ctx, med, bytes / (med * 1e-3) / 1e9,
+                g_copy_gbps > 0 ? 100 * bytes / (med * 1e-3) / 1e9 / g_copy_gbps : 0.0);
             EXPECT_GT(med, 0.0);
         }
         if (graphs[0] == '1') {

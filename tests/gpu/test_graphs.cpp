@@ -75,10 +75,24 @@ Run run_schedule(LoadOptions o, bool graphs) {
         r.logits.push_back(s.forward(steps));
     }
     // subsets per decode step: buckets 8 (5 rows), 1, 4 (3 rows), 2, back to 8 ...
-    const std::vector<std::vector<size_t>> plan = {
-        {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}, {2}, {2}, {2},
-        {2},             {4, 0, 3},       {4, 0, 3},       {4, 0, 3},       {1, 3}, {1, 3},
-        {1, 3},          {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}, {2},             {2}};
+    const std::vector<std::vector<size_t>> plan = {{0, 1, 2, 3, 4},
+                                                   {0, 1, 2, 3, 4},
+                                                   {0, 1, 2, 3, 4},
+                                                   {0, 1, 2, 3, 4},
+                                                   {2},
+                                                   {2},
+                                                   {2},
+                                                   {2},
+                                                   {4, 0, 3},
+                                                   {4, 0, 3},
+                                                   {4, 0, 3},
+                                                   {1, 3},
+                                                   {1, 3},
+                                                   {1, 3},
+                                                   {0, 1, 2, 3, 4},
+                                                   {0, 1, 2, 3, 4},
+                                                   {2},
+                                                   {2}};
     for (const auto& sub : plan) {
         std::vector<SeqStep> steps;
         for (size_t i : sub) {

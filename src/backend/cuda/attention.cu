@@ -19,8 +19,8 @@
 namespace farsight::cuda {
 namespace {
 
-constexpr int kGMax = 8;     // q heads per split-K block
-constexpr int kSkWarps = 4;  // warps per split-K block
+constexpr int kGMax = 8;         // q heads per split-K block
+constexpr int kSkWarps = 4;      // warps per split-K block
 constexpr int kMinPart = 64;     // fewest keys per partition
 constexpr int kMaxSplits = 128;  // most partitions per (token, kv head)
 
@@ -264,10 +264,10 @@ constexpr int kDecWarps = 4;
 template <typename T, int D, int GP>
 __global__ void __launch_bounds__(kDecWarps * 32)
     decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
-    constexpr int LPK = D / 8;         // lanes per key row
-    constexpr int KPW = 32 / LPK;      // key rows per warp load
+    constexpr int LPK = D / 8;          // lanes per key row
+    constexpr int KPW = 32 / LPK;       // key rows per warp load
     constexpr int U = GP >= 8 ? 2 : 4;  // loads in flight per lane (registers)
-    constexpr int KSTEP = KPW * U;     // keys per warp step
+    constexpr int KSTEP = KPW * U;      // keys per warp step
     __shared__ float m_s[kDecWarps][GP], l_s[kDecWarps][GP];
     __shared__ float acc_s[kDecWarps][GP][D];
 
@@ -831,8 +831,7 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill2_kernel(AttnLaunch a, D
             o[nd][3] *= alpha[1];
         }
         // O += P V
-        const uint16_t* vrow =
-            vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) * 8);
+        const uint16_t* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) * 8);
 #pragma unroll
         for (int kc = 0; kc < kPfKeys / 16; ++kc) {
             uint32_t pa[4];

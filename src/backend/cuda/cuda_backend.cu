@@ -155,7 +155,8 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, in
                                                    &al[2], sizeof(uint32_t)));
     FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                    &al[2], sizeof(uint32_t)));
-    std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<size_t>(std::max(max_candidates, 1)));
+    std::vector<cublasLtMatmulHeuristicResult_t> res(
+        static_cast<size_t>(std::max(max_candidates, 1)));
     int n = 0;
     FS_CUBLAS(cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
                                              static_cast<int>(res.size()), res.data(), &n));
@@ -348,7 +349,8 @@ class CudaBackend final : public Backend {
         size_t inv = 0;  // rope arrays have fixed capacities in recorded steps
         for (const RopeFreqs& r : meta.rope) inv += r.inv_freq.size();
         if (meta.rope.size() > static_cast<size_t>(kMaxGraphRows) ||
-            inv > static_cast<size_t>(kMaxGraphRows * std::max<int64_t>(kv_layout_.head_dim / 2, 1)))
+            inv >
+                static_cast<size_t>(kMaxGraphRows * std::max<int64_t>(kv_layout_.head_dim / 2, 1)))
             return 0;
         int64_t b = 1;
         while (b < T) b *= 2;
@@ -366,8 +368,8 @@ class CudaBackend final : public Backend {
     }
     // Workspace of the split-K decode attention for a step of n decode tokens.
     size_t decode_ws_bytes(int64_t n, const AttnParams& p, int64_t ctx) const {
-        const int64_t splits = splitk_choose_splits(n, p.num_heads, p.num_kv_heads, ctx,
-                                                    props_.multiProcessorCount);
+        const int64_t splits =
+            splitk_choose_splits(n, p.num_heads, p.num_kv_heads, ctx, props_.multiProcessorCount);
         return splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits);
     }
 
@@ -572,7 +574,22 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
     // recorded steps need every array at a fixed address: fixed capacities per array
     const int64_t inv_cap = kMaxGraphRows * std::max<int64_t>(D / 2, 1);
 
-    enum { P_TOK, P_POS, P_SLOT, P_LR, P_TS, P_DT, P_PT, P_SEQ, P_RO, P_RH, P_RS, P_INV, P_BT, P_N };
+    enum {
+        P_TOK,
+        P_POS,
+        P_SLOT,
+        P_LR,
+        P_TS,
+        P_DT,
+        P_PT,
+        P_SEQ,
+        P_RO,
+        P_RH,
+        P_RS,
+        P_INV,
+        P_BT,
+        P_N
+    };
     struct Part {
         const void* src;
         size_t bytes;
@@ -608,8 +625,17 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
             gmeta_ev_recorded_ = false;
         }
         const size_t rows_b = r256(kMaxGraphRows * 4);
-        const size_t caps[P_N] = {rows_b, rows_b, rows_b, rows_b, rows_b, rows_b, 256,
-                                  r256(kMaxGraphRows * sizeof(SeqSlice)), rows_b, rows_b, rows_b,
+        const size_t caps[P_N] = {rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  256,
+                                  r256(kMaxGraphRows * sizeof(SeqSlice)),
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
                                   r256(static_cast<size_t>(gmeta_inv_cap_) * 4),
                                   r256(static_cast<size_t>(gmeta_bt_cap_) * 4)};
         size_t total = 0;
@@ -715,9 +741,10 @@ void CudaBackend::end_step() {
             cudaGetLastError();
             graphs_.erase(cur_graph_);
             graphs_enabled_ = false;  // recording does not work here: stay eager from now on
-            fail("CUDA graph capture of a decode step failed ({}); set FARSIGHT_CUDA_GRAPHS=0 "
-                 "to run without graphs",
-                 cudaGetErrorString(e));
+            fail(
+                "CUDA graph capture of a decode step failed ({}); set FARSIGHT_CUDA_GRAPHS=0 "
+                "to run without graphs",
+                cudaGetErrorString(e));
         }
         cudaGraphExec_t exec = nullptr;
         e = cudaGraphInstantiate(&exec, graph, 0);
@@ -726,9 +753,10 @@ void CudaBackend::end_step() {
             cudaGetLastError();
             graphs_.erase(cur_graph_);
             graphs_enabled_ = false;
-            fail("CUDA graph instantiation failed ({}); set FARSIGHT_CUDA_GRAPHS=0 to run "
-                 "without graphs",
-                 cudaGetErrorString(e));
+            fail(
+                "CUDA graph instantiation failed ({}); set FARSIGHT_CUDA_GRAPHS=0 to run "
+                "without graphs",
+                cudaGetErrorString(e));
         }
         graphs_[cur_graph_].exec = exec;
         ++stats_.captures;
@@ -782,7 +810,8 @@ void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w
 
 void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
                          int64_t col0) {
-    FS_CHECK(col0 == 0, "linear: the CUDA backend fuses weights and writes whole rows (col0 {})", col0);
+    FS_CHECK(col0 == 0, "linear: the CUDA backend fuses weights and writes whole rows (col0 {})",
+             col0);
     check_act(x, "linear");
     if (out.dtype != DType::F32) check_act(out, "linear");  // f32 out: logits
     FS_CHECK(w.dtype == act_,
@@ -800,11 +829,15 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     if (T == 0) return;
     cudaStream_t st = stream_->get();
     const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
-                         alignment_of(x.data) >= 16 &&
-                         alignment_of(w.data) >= 16;
-    PlanKey key{
-        static_cast<int>(act_) * 16 + static_cast<int>(out.dtype), T, N, K, b != nullptr, alignment_of(w.data), alignment_of(x.data),
-        alignment_of(out.data)};
+                         alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
+    PlanKey key{static_cast<int>(act_) * 16 + static_cast<int>(out.dtype),
+                T,
+                N,
+                K,
+                b != nullptr,
+                alignment_of(w.data),
+                alignment_of(x.data),
+                alignment_of(out.data)};
     auto it = plans_.find(key);
     if (it == plans_.end()) {
         // Skinny shapes (decode batches, T <= 256) are cheap to time: try cuBLASLt's first
@@ -926,8 +959,8 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
         int64_t ctx = graph_bucket_ > 0 ? 0 : max_decode_ctx_;
         if (p.window > 0) ctx = ctx > 0 ? std::min<int64_t>(ctx, p.window) : p.window;
         const int64_t n = dm_.num_decode_tokens;
-        const int64_t splits = splitk_choose_splits(n, p.num_heads, p.num_kv_heads, ctx,
-                                                    props_.multiProcessorCount);
+        const int64_t splits =
+            splitk_choose_splits(n, p.num_heads, p.num_kv_heads, ctx, props_.multiProcessorCount);
         size_t need = splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits);
         if (graph_bucket_ > 0)  // one size for every bucket: growing would move recorded steps
             for (int64_t b = 1; b <= kMaxGraphRows; b *= 2)
@@ -1030,7 +1063,8 @@ DeviceRoofline measure_device_roofline(int device) {
         launch_fill_random(DType::BF16, a.get(), elems, 2, 1.0f, st);
         launch_fill_random(DType::BF16, b.get(), elems, 3, 1.0f, st);
         LtHandle h;
-        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size(), DType::BF16);
+        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size(),
+                                 DType::BF16);
         for (int i = 0; i < 3; ++i)
             lt_run(h.get(), *plan, a.get(), b.get(), nullptr, c.get(), ws.get(), ws.size(), st);
         std::vector<float> ms;
