@@ -15,7 +15,7 @@ LOG_DIR=${OUT:-$BUILD_DIR/gpu_logs}
 mkdir -p "$LOG_DIR"
 JOBS=${JOBS:-$(nproc)}
 FILTER=${FILTER:-*}
-SANITIZER_FILTER=${SANITIZER_FILTER:-Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*}
+SANITIZER_FILTER=${SANITIZER_FILTER:-Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:CudaGraphs.*}
 TEST_BIN=${TEST_BIN:-$BUILD_DIR/tests/test_gpu}
 summary=()
 overall=0

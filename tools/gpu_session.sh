@@ -3,6 +3,7 @@
 # puts them in .gpu/), the GPU test suite, compute-sanitizer on a reduced suite, and
 # `farsight bench` runs, writing logs and JSON to $OUT.
 #   STEPS="tests memcheck bench7b" tools/gpu_session.sh
+# Other steps: bench7b_eager (FARSIGHT_CUDA_GRAPHS=0), bench8b (llama3-8b at 128K).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,9 +32,12 @@ for s in $STEPS; do
   case $s in
     tests) run test_gpu 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
     memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
-        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*' ;;
+        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*' ;;
     bench7b) run bench_llama2-7b 330 "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 32 --kv-tokens 70000 \
         --commit "$COMMIT" --json "$OUT/bench_llama2-7b.json" ;;
+    # the same 7B bench without recorded decode steps (what CUDA graphs buy)
+    bench7b_eager) run bench_llama2-7b_eager 330 env FARSIGHT_CUDA_GRAPHS=0 "$BIN/farsight" bench --device cuda --dummy llama2-7b \
+        --decode 32 --kv-tokens 70000 --prefill-lens 512 --commit "$COMMIT" --json "$OUT/bench_llama2-7b_eager.json" ;;
     bench8b) run bench_llama3-8b_128k 400 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
         --prefill-lens 131072 --decode-ctx 131072 --decode-batches 1 --max-model-len 131200 --kv-tokens 131328 \
         --commit "$COMMIT" --json "$OUT/bench_llama3-8b_128k.json" ;;

@@ -124,6 +124,30 @@ public:
     // ---- per-forward metadata ----
     virtual void begin_forward(const BatchMeta& meta) = 0;
 
+    // ---- whole steps (CUDA graphs; optional: the CPU backend keeps these defaults) ----
+    // The model runs one step as:
+    //   rows = step_rows(meta);                       // size the op tensors to `rows`
+    //   if (!begin_step(meta, id)) { ops over `rows` rows; lm_head over the logit rows,
+    //                                 padded by rows - meta.num_tokens() }
+    //   end_step();                                   // then read the first logit rows back
+    // step_rows: meta.num_tokens(), or more when the backend pads a graph-eligible step (every
+    // sequence has q_len == 1 and one logit row) up to a recorded batch size. Padding rows are
+    // dummy one-token sequences writing a reserved scratch KV block; their logit rows follow
+    // the real ones and are never read.
+    virtual int64_t step_rows(const BatchMeta& meta) const { return meta.num_tokens(); }
+    // begin_forward(meta) (padded as step_rows says), plus recording: `tensors_id` identifies
+    // the caller's op tensors (it must change whenever any of them moves; weights never move).
+    // Returns true when the ops of this step are already recorded for these rows and tensors:
+    // the caller skips them. Returns false when the caller must issue the ops (the backend may
+    // be recording them). Calling begin_forward directly never pads nor records.
+    virtual bool begin_step(const BatchMeta& meta, uint64_t tensors_id) {
+        (void)tensors_id;
+        begin_forward(meta);
+        return false;
+    }
+    // After the step's last op: finishes a recording and runs (replays) it.
+    virtual void end_step() {}
+
     // ---- ops (all read the current BatchMeta where they need it) ----
     // out[t] = table[meta.tokens[t]]
     virtual void embedding(const Tensor& table, Tensor& out) = 0;

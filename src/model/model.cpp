@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "core/error.h"
@@ -169,8 +170,10 @@ Tensor Model::load_opt(const std::string& name, bool present, int64_t rows, int6
 }
 
 void Model::ensure_workspace(int64_t T, int64_t R) {
+    static std::atomic<uint64_t> next_id{1};
     const ModelConfig& c = cfg_;
     const DType a = be_.activation_dtype();
+    if (T > ws_tokens_ || R > ws_rows_) ws_id_ = next_id.fetch_add(1);
     if (T > ws_tokens_) {
         const int64_t cap = std::max<int64_t>(T, 16);
         x_ = be_.alloc(a, cap, c.hidden_size);
@@ -193,10 +196,14 @@ void Model::ensure_workspace(int64_t T, int64_t R) {
 
 void Model::forward(const BatchMeta& meta, float* logits) {
     const ModelConfig& c = cfg_;
-    const int64_t T = meta.num_tokens();
+    const int64_t T0 = meta.num_tokens();
     const int64_t R = static_cast<int64_t>(meta.logit_rows.size());
-    FS_CHECK(T > 0, "forward called with no tokens");
-    ensure_workspace(T, R);
+    FS_CHECK(T0 > 0, "forward called with no tokens");
+    // The backend may compute the step over more rows (padding to a recorded batch size).
+    const int64_t T = be_.step_rows(meta);
+    FS_CHECK(T >= T0, "backend step_rows {} < {} tokens", T, T0);
+    const int64_t Rp = R + (T - T0);
+    ensure_workspace(T, Rp);
     Tensor x = x_.rows_view(0, T), h = h_.rows_view(0, T), qkv = qkv_.rows_view(0, T),
            attn = attn_out_.rows_view(0, T), o = o_.rows_view(0, T), gu = gu_.rows_view(0, T),
            act = act_.rows_view(0, T), down = down_.rows_view(0, T);
@@ -204,39 +211,43 @@ void Model::forward(const BatchMeta& meta, float* logits) {
     const int64_t Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
     auto bias = [](const Tensor& b) { return b.empty() ? nullptr : &b; };
 
-    be_.begin_forward(meta);
-    be_.embedding(embed_, x);
-    for (size_t li = 0; li < layers_.size(); ++li) {
-        const Layer& L = layers_[li];
-        if (li == 0) be_.rmsnorm(x, L.ln1, eps, h);
-        else be_.add_rmsnorm(x, down, L.ln1, eps, h);  // residual += mlp output
-        if (fused_) {
-            be_.linear(h, L.qkv, bias(L.bqkv), qkv);
-        } else {
-            be_.linear(h, L.q, bias(L.bq), qkv, 0);
-            be_.linear(h, L.k, bias(L.bk), qkv, Q);
-            be_.linear(h, L.v, bias(L.bv), qkv, Q + KV);
+    if (!be_.begin_step(meta, ws_id_)) {
+        be_.embedding(embed_, x);
+        for (size_t li = 0; li < layers_.size(); ++li) {
+            const Layer& L = layers_[li];
+            if (li == 0) be_.rmsnorm(x, L.ln1, eps, h);
+            else be_.add_rmsnorm(x, down, L.ln1, eps, h);  // residual += mlp output
+            if (fused_) {
+                be_.linear(h, L.qkv, bias(L.bqkv), qkv);
+            } else {
+                be_.linear(h, L.q, bias(L.bq), qkv, 0);
+                be_.linear(h, L.k, bias(L.bk), qkv, Q);
+                be_.linear(h, L.v, bias(L.bv), qkv, Q + KV);
+            }
+            be_.rope(qkv, attn_[li]);
+            be_.attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
+            be_.linear(attn, L.o, bias(L.bo), o);
+            be_.add_rmsnorm(x, o, L.ln2, eps, h);  // residual += attention output
+            if (fused_) {
+                be_.linear(h, L.gate_up, bias(L.bgate_up), gu);
+            } else {
+                be_.linear(h, L.gate, bias(L.bgate), gu, 0);
+                be_.linear(h, L.up, bias(L.bup), gu, I);
+            }
+            be_.silu_mul(gu, act);
+            be_.linear(act, L.down, bias(L.bdown), down);
         }
-        be_.rope(qkv, attn_[li]);
-        be_.attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
-        be_.linear(attn, L.o, bias(L.bo), o);
-        be_.add_rmsnorm(x, o, L.ln2, eps, h);  // residual += attention output
-        if (fused_) {
-            be_.linear(h, L.gate_up, bias(L.bgate_up), gu);
-        } else {
-            be_.linear(h, L.gate, bias(L.bgate), gu, 0);
-            be_.linear(h, L.up, bias(L.bup), gu, I);
+        be_.add_rmsnorm(x, down, norm_, eps, h);
+        if (Rp > 0) {
+            Tensor last = last_.rows_view(0, Rp);
+            be_.gather_logit_rows(h, last);
+            Tensor lg = logits_.rows_view(0, Rp);
+            be_.linear(last, lm_head_, nullptr, lg);
         }
-        be_.silu_mul(gu, act);
-        be_.linear(act, L.down, bias(L.bdown), down);
     }
-    be_.add_rmsnorm(x, down, norm_, eps, h);
+    be_.end_step();
     if (R == 0) return;
-    Tensor last = last_.rows_view(0, R);
-    be_.gather_logit_rows(h, last);
-    Tensor lg = logits_.rows_view(0, R);
-    be_.linear(last, lm_head_, nullptr, lg);
-    be_.to_host_f32(lg, logits);
+    be_.to_host_f32(logits_.rows_view(0, R), logits);
 }
 
 }  // namespace farsight

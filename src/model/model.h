@@ -70,6 +70,7 @@ private:
     std::vector<AttnParams> attn_;
     // workspace
     int64_t ws_tokens_ = 0, ws_rows_ = 0;
+    uint64_t ws_id_ = 0;  // changes whenever the workspace moves (Backend::begin_step)
     Tensor x_, h_, qkv_, attn_out_, o_, gu_, act_, down_, last_, logits_;
 };
 

@@ -196,6 +196,19 @@ std::vector<Case> cases() {
         {"f16_mixed_d128", 8, 2, 128, 16, 0, {{0, 100}, {200, 1}, {50, 40}}, DType::F16},
         // tiny head_dim (stories260K-like): split-K only path
         {"tiny_d8", 8, 4, 8, 16, 0, {{0, 40}, {30, 1}, {12, 12}}},
+        // decode kernel: MHA (one q head per block) with many partitions, long and short
+        {"decode_mha_d128_long", 4, 4, 128, 16, 0, {{4000, 1}, {0, 1}, {130, 2}, {65, 1}}},
+        // decode kernel: GQA 2, head_dim 64, fp16, a sliding window across partitions
+        {"decode_gqa2_d64_f16_window",
+         4,
+         2,
+         64,
+         32,
+         700,
+         {{3000, 1}, {17, 1}, {800, 4}},
+         DType::F16},
+        // decode kernel: GQA 8 (q heads 8 per block), bf16, head_dim 64
+        {"decode_gqa8_d64", 16, 2, 64, 16, 0, {{1500, 1}, {3, 1}, {257, 1}}},
         // head_dim 256 (split-K path), sliding window smaller than a block
         {"d256_window7", 4, 2, 256, 16, 7, {{0, 20}, {40, 1}, {3, 30}}},
     };
@@ -205,3 +218,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaAttention, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace
+
+// The previous prefill kernel (FARSIGHT_PREFILL_V1=1, kept for comparisons) on two cases.
+TEST(CudaAttentionV1, PrefillV1KernelMatchesReference) {
+    FS_REQUIRE_GPU();
+    setenv("FARSIGHT_PREFILL_V1", "1", 1);
+    for (const auto& c : cases())
+        if (c.name == "prefill1100_mha_d64_bs32" || c.name == "mixed_mqa_d128_bs16") run_case(c);
+    unsetenv("FARSIGHT_PREFILL_V1");
+}

@@ -4,7 +4,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "engine/session.h"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -147,11 +151,81 @@ TEST(CudaBench, Attention) {
         double bytes = double(S) * ctx * KVH * D * 2 * 2;
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);
-        // prefill of the same batch (16 x 4096 tokens, causal)
+        // prefill of the same batch (16 x 4096 tokens, causal): current kernel, then v1
         b.begin_forward(fill);
-        double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
-        double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
-        std::printf("BENCH prefill_attention 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n", pms,
-                    flops / (pms * 1e-3) / 1e12);
+        for (const char* v1 : {"0", "1"}) {
+            setenv("FARSIGHT_PREFILL_V1", v1, 1);
+            double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
+            double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
+            std::printf("BENCH prefill_attention%s 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n",
+                        v1[0] == '1' ? "_v1" : "", pms, flops / (pms * 1e-3) / 1e12);
+        }
+        unsetenv("FARSIGHT_PREFILL_V1");
+    }
+}
+
+// A llama2-7b-shaped stack of 4 layers (random weights) decoding one sequence at context 128
+// and a batch of 32 at context 1024, with recorded steps (CUDA graphs) and without: ms per step
+// and the weight+KV bytes per second.
+TEST(CudaBench, DecodeGraphStack) {
+    FS_REQUIRE_BENCH();
+    nlohmann::json c = {{"architectures", {"LlamaForCausalLM"}},
+                        {"model_type", "llama"},
+                        {"hidden_size", 4096},
+                        {"intermediate_size", 11008},
+                        {"num_hidden_layers", 4},
+                        {"num_attention_heads", 32},
+                        {"num_key_value_heads", 32},
+                        {"vocab_size", 32000},
+                        {"max_position_embeddings", 4096},
+                        {"rms_norm_eps", 1e-5},
+                        {"torch_dtype", "bfloat16"}};
+    const auto path = std::filesystem::temp_directory_path() / "farsight_bench_7b4.json";
+    std::ofstream(path) << c.dump();
+    for (const char* graphs : {"1", "0"}) {
+        setenv("FARSIGHT_CUDA_GRAPHS", graphs, 1);
+        LoadOptions o;
+        o.dummy = path.string();
+        o.device = "cuda";
+        o.kv_tokens = 40000;
+        o.max_model_len = 2048;
+        Session s(o);
+        unsetenv("FARSIGHT_CUDA_GRAPHS");
+        for (auto [B, ctx] : {std::pair{1, 128}, std::pair{32, 1024}}) {
+            std::vector<BlockTable> tables(static_cast<size_t>(B));
+            for (auto& t : tables) {
+                t.reserve(s.pool(), ctx, s.block_size());
+                t.set_cached(ctx);
+            }
+            std::vector<int32_t> last(static_cast<size_t>(B), 1);
+            std::vector<double> ms;
+            for (int i = 0; i < 23; ++i) {
+                std::vector<SeqStep> steps;
+                for (int b = 0; b < B; ++b)
+                    steps.push_back(
+                        {&tables[size_t(b)], std::span<const int32_t>(&last[size_t(b)], 1), false});
+                const auto t0 = std::chrono::steady_clock::now();
+                s.forward(steps);
+                if (i >= 3)
+                    ms.push_back(std::chrono::duration<double, std::milli>(
+                                     std::chrono::steady_clock::now() - t0)
+                                     .count());
+            }
+            for (auto& t : tables) t.release(s.pool());
+            std::sort(ms.begin(), ms.end());
+            const double med = ms[ms.size() / 2];
+            const double bytes =
+                double(s.model().decode_bytes(0)) +
+                B * double(s.model().decode_bytes(ctx) - s.model().decode_bytes(0));
+            std::printf(
+                "BENCH decode_stack_7b_4layers graphs=%s batch %d ctx %d: %.3f ms/step "
+                "%.0f GB/s (%.0f%% of copy)\n",
+                graphs, B, ctx, med, bytes / (med * 1e-3) / 1e9,
+                g_copy_gbps > 0 ? 100 * bytes / (med * 1e-3) / 1e9 / g_copy_gbps : 0.0);
+            EXPECT_GT(med, 0.0);
+        }
+        if (graphs[0] == '1') {
+            EXPECT_GT(cuda_graph_stats(s.backend()).replays, 0);
+        }
     }
 }

@@ -1,11 +1,17 @@
 // Attention over the paged KV cache.
 //  * split-K flash-decoding: one block per (query token, kv head, group of up to 8 q heads,
 //    key partition); partial softmax states are merged by a second kernel. Used for q_len == 1
-//    (decode) and short chunks; correct for any batch (each token is its own query).
+//    (decode) and short chunks; correct for any batch (each token is its own query). The
+//    launch fixes only the number of partitions; each block derives its key range from the
+//    device-side sequence lengths (so a recorded CUDA graph stays valid as contexts grow).
+//    head_dim 64/128: decode_kernel (16-byte loads, D/8 lanes per key row, all q heads of a
+//    KV group per block, several K/V rows in flight per lane); other head dims: splitk_kernel.
 //  * prefill: FlashAttention-2 style tiles of 64 queries x 64 keys of one head on tensor cores
 //    (mma.sync m16n8k16, fp32 accumulate, online softmax in fp32), K/V gathered from the paged
 //    cache, causal + sliding window, variable-length batches with n_past (chunked prefill).
+#include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
@@ -13,8 +19,10 @@
 namespace farsight::cuda {
 namespace {
 
-constexpr int kGMax = 8;     // q heads per split-K block
-constexpr int kSkWarps = 4;  // warps per split-K block
+constexpr int kGMax = 8;         // q heads per split-K block
+constexpr int kSkWarps = 4;      // warps per split-K block
+constexpr int kMinPart = 64;     // fewest keys per partition
+constexpr int kMaxSplits = 128;  // most partitions per (token, kv head)
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -36,6 +44,13 @@ __device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, i
     r.hi = r.p + 1;
     r.lo = window > 0 ? max(0, r.hi - static_cast<int32_t>(window)) : 0;
     return r;
+}
+
+// Keys per partition when n visible keys are cut into at most `splits` partitions.
+__device__ __forceinline__ int32_t split_part(int32_t n, int64_t splits) {
+    int32_t p = static_cast<int32_t>((n + splits - 1) / splits);
+    p = (p + 15) / 16 * 16;
+    return p > kMinPart ? p : kMinPart;
 }
 
 __device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, int32_t i, int64_t bs,
@@ -76,8 +91,7 @@ __device__ __forceinline__ void load_lane(const T* row, int lane, int64_t D, flo
 // grid (splits, KVH * qgroups, n_tokens), kSkWarps*32 threads. DPL: head dims per lane.
 template <typename T, int DPL>
 __global__ void __launch_bounds__(kSkWarps * 32)
-    splitk_kernel(AttnLaunch a, DevMeta m, int64_t partition, int64_t splits, float* ml,
-                  float* accw) {
+    splitk_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
     constexpr int DMAX = DPL * 32;
     __shared__ float q_s[kGMax][DMAX];
     __shared__ float p_s[kSkWarps][kGMax][32];
@@ -95,9 +109,9 @@ __global__ void __launch_bounds__(kSkWarps * 32)
     const int64_t split = blockIdx.x;
     const TokenRange tr = token_range(m, t, a.window);
     const SeqSlice& seq = m.seqs[tr.seq];
-    const int32_t lo = static_cast<int32_t>(tr.lo + split * partition);
-    const int32_t hi =
-        static_cast<int32_t>((tr.hi < lo + partition ? int64_t(tr.hi) : lo + partition));
+    const int32_t partition = split_part(tr.hi - tr.lo, splits);
+    const int32_t lo = tr.lo + static_cast<int32_t>(split) * partition;
+    const int32_t hi = min(tr.hi, lo + partition);
 
     const T* qkv = static_cast<const T*>(a.qkv);
     const T* kp = static_cast<const T*>(a.k_pool);
@@ -221,6 +235,187 @@ __global__ void __launch_bounds__(kSkWarps * 32)
             if (M != -INFINITY)
                 for (int w = 0; w < kSkWarps; ++w) A += acc_s[w][g][d] * __expf(m_s[w][g] - M);
             accw[part * D + d] = A;
+        }
+    }
+}
+
+__device__ __forceinline__ uint4 ld_nc_stream(const void* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+    const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = to_f(e[i]);
+}
+
+constexpr int kDecWarps = 4;
+
+// grid (splits, KVH * qgroups, n_tokens), kDecWarps*32 threads. A key row (D elements) is read
+// by D/8 lanes with one 16-byte load each, so a warp reads 32/(D/8) whole rows per load; each
+// lane keeps U key and U value loads in flight per step. The GP query heads of one KV group
+// share every K/V row. Scores are in base 2 (scale*log2(e) folded into q); the partial states
+// are written with m in natural-log units for splitk_reduce_kernel.
+template <typename T, int D, int GP>
+__global__ void __launch_bounds__(kDecWarps * 32)
+    decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
+    constexpr int LPK = D / 8;          // lanes per key row
+    constexpr int KPW = 32 / LPK;       // key rows per warp load
+    constexpr int U = GP >= 8 ? 2 : 4;  // loads in flight per lane (registers)
+    constexpr int KSTEP = KPW * U;      // keys per warp step
+    __shared__ float m_s[kDecWarps][GP], l_s[kDecWarps][GP];
+    __shared__ float acc_s[kDecWarps][GP][D];
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int sub = lane / LPK, cl = lane % LPK;
+    const int64_t G = a.H / a.KVH;
+    const int64_t qgroups = (G + GP - 1) / GP;
+    const int64_t kvh = blockIdx.y / qgroups;
+    const int64_t g0 = (blockIdx.y % qgroups) * GP;
+    const int ng = static_cast<int>(G - g0 < GP ? G - g0 : int64_t(GP));
+    const int64_t tok_idx = blockIdx.z;
+    const int32_t t = m.decode_tokens[tok_idx];
+    const TokenRange tr = token_range(m, t, a.window);
+    const int32_t bt_off = m.seqs[tr.seq].block_table_offset;
+    const int32_t part = split_part(tr.hi - tr.lo, splits);
+    const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
+    const int32_t hi = min(tr.hi, lo + part);
+    const int32_t bs = static_cast<int32_t>(a.block_size);
+    const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
+
+    const T* qkv = static_cast<const T*>(a.qkv);
+    const T* kp = static_cast<const T*>(a.k_pool) + kvh * D + cl * 8;
+    const T* vp = static_cast<const T*>(a.v_pool) + kvh * D + cl * 8;
+    const float qscale = a.scale * 1.4426950408889634f;
+
+    float q[GP][8];
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+        if (g < ng) {
+            const T* qr = qkv + static_cast<size_t>(t) * a.ld + (kvh * G + g0 + g) * D + cl * 8;
+            unpack8<T>(*reinterpret_cast<const uint4*>(qr), q[g]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) q[g][e] *= qscale;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) q[g][e] = 0.0f;
+        }
+    }
+    float mx[GP], l[GP], acc[GP][8];
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+        mx[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
+    }
+
+    for (int32_t k0 = lo + warp * KSTEP; k0 < hi; k0 += kDecWarps * KSTEP) {
+        bool ok[U];
+        size_t off[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int32_t i = k0 + u * KPW + sub;
+            ok[u] = i < hi;
+            const int32_t blk = ok[u] ? m.block_tables[bt_off + i / bs] : 0;
+            off[u] = (static_cast<size_t>(blk) * bs + (ok[u] ? i % bs : 0)) * slot_stride;
+        }
+        uint4 kr[U], vr[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            kr[u] = ok[u] ? ld_nc_stream(kp + off[u]) : make_uint4(0, 0, 0, 0);
+            vr[u] = ok[u] ? ld_nc_stream(vp + off[u]) : make_uint4(0, 0, 0, 0);
+        }
+        float sc[U][GP];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float kf[8];
+            unpack8<T>(kr[u], kf);
+#pragma unroll
+            for (int g = 0; g < GP; ++g) {
+                float s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) s = fmaf(q[g][e], kf[e], s);
+#pragma unroll
+                for (int o = LPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                sc[u][g] = s;
+            }
+        }
+        float vf[U][8];
+#pragma unroll
+        for (int u = 0; u < U; ++u) unpack8<T>(vr[u], vf[u]);
+#pragma unroll
+        for (int g = 0; g < GP; ++g) {
+            float bm = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+                if (ok[u]) bm = fmaxf(bm, sc[u][g]);
+#pragma unroll
+            for (int o = LPK; o < 32; o <<= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, o));
+            const float mnew = fmaxf(mx[g], bm);  // finite: key k0 is valid
+            const float alpha = exp2f(mx[g] - mnew);
+            float ps = 0.0f, p[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                p[u] = ok[u] ? exp2f(sc[u][g] - mnew) : 0.0f;
+                ps += p[u];
+            }
+            l[g] = l[g] * alpha + ps;
+            mx[g] = mnew;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                float v = acc[g][e] * alpha;
+#pragma unroll
+                for (int u = 0; u < U; ++u) v = fmaf(p[u], vf[u][e], v);
+                acc[g][e] = v;
+            }
+        }
+    }
+
+    // sum the key rows of the warp (lanes with the same cl), then merge the warps
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+#pragma unroll
+        for (int o = LPK; o < 32; o <<= 1) {
+            l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+        }
+        if (lane < LPK) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc_s[warp][g][cl * 8 + e] = acc[g][e];
+        }
+        if (lane == 0) {
+            m_s[warp][g] = mx[g];
+            l_s[warp][g] = l[g];
+        }
+    }
+    __syncthreads();
+    const int64_t H = a.H;
+    const int64_t split = blockIdx.x;
+    for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
+        const int g = idx / (D + 1), d = idx % (D + 1);
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, m_s[w][g]);
+        const int64_t h = kvh * G + g0 + g;
+        const size_t pidx = (static_cast<size_t>(tok_idx) * H + h) * splits + split;
+        if (d == D) {
+            float L = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kDecWarps; ++w) L += l_s[w][g] * exp2f(m_s[w][g] - M);
+            ml[pidx * 2] = M == -INFINITY ? -INFINITY : M * 0.6931471805599453f;
+            ml[pidx * 2 + 1] = L;
+        } else {
+            float A = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kDecWarps; ++w) A += acc_s[w][g][d] * exp2f(m_s[w][g] - M);
+            accw[pidx * D + d] = A;
         }
     }
 }
@@ -453,35 +648,299 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, De
     }
 }
 
+// ---------------------------------------------------------------- prefill v2
+// The same tiles (64 query rows of one head x 64 keys, 4 warps of 16 rows) with the K/V tiles
+// double-buffered through cp.async (the next tile's loads overlap this tile's math), K and V
+// fragments read with ldmatrix / ldmatrix.trans (one instruction per two mma), masks computed
+// only on tiles that cross the diagonal or a window edge, and the heaviest (last) query tiles
+// scheduled first.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait1() {
+    asm volatile("cp.async.wait_group 1;\n" ::);
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
+template <int D>
+constexpr int prefill2_smem_bytes() {
+    return 2 * 2 * kPfKeys * (D + 8) * 2;  // 2 stages x (K, V) x 64 rows x padded row
+}
+
+// grid (num_prefill_tiles, H), kPfWarps*32 threads, prefill2_smem_bytes<D>() dynamic smem.
+template <typename T, int D>
+__global__ void __launch_bounds__(kPfWarps * 32) prefill2_kernel(AttnLaunch a, DevMeta m) {
+    constexpr int LDS = D + 8;  // padded row: ldmatrix rows fall in distinct banks
+    constexpr int TILE = kPfKeys * LDS;
+    constexpr int CH = D / 8;  // 16-byte chunks per row
+    extern __shared__ __align__(16) uint16_t smem[];
+    using Op = MmaOp<T>;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tig = lane % 4;
+    const int tile = m.num_prefill_tiles - 1 - static_cast<int>(blockIdx.x);
+    const int32_t sidx = m.prefill_tiles[2 * tile];
+    const int32_t q0 = m.prefill_tiles[2 * tile + 1];
+    const SeqSlice seq = m.seqs[sidx];
+    const int64_t h = blockIdx.y;
+    const int64_t kvh = h / (a.H / a.KVH);
+
+    const int32_t q_last = min(q0 + kPrefillTileQ, seq.q_len) - 1;
+    const int32_t p_min = seq.n_past + q0, p_max = seq.n_past + q_last;
+    const int32_t hi = p_max + 1;
+    const int32_t lo = a.window > 0 ? max(0, p_min - static_cast<int32_t>(a.window) + 1) : 0;
+
+    const int32_t r0 = q0 + warp * 16 + gq, r1 = r0 + 8;
+    const bool v0 = r0 < seq.q_len, v1 = r1 < seq.q_len;
+    const int32_t pos0 = seq.n_past + r0, pos1 = seq.n_past + r1;
+
+    uint32_t qf[D / 16][4];
+    {
+        const uint16_t* qkv = static_cast<const uint16_t*>(a.qkv);
+        const uint16_t* q0p = qkv + (seq.q_start + r0) * a.ld + h * D;
+        const uint16_t* q1p = qkv + (seq.q_start + r1) * a.ld + h * D;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            int c = kc * 16 + tig * 2;
+            qf[kc][0] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c) : 0u;
+            qf[kc][1] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c) : 0u;
+            qf[kc][2] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c + 8) : 0u;
+            qf[kc][3] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c + 8) : 0u;
+        }
+    }
+    const float sl2 = a.scale * 1.4426950408889634f;  // softmax in base 2
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.0f, 0.0f};
+
+    const uint16_t* kpool = static_cast<const uint16_t*>(a.k_pool) + kvh * D;
+    const uint16_t* vpool = static_cast<const uint16_t*>(a.v_pool) + kvh * D;
+    const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
+    const int32_t bs = static_cast<int32_t>(a.block_size);
+    const int32_t* btab = m.block_tables + seq.block_table_offset;
+
+    auto load_tile = [&](int stage, int32_t kt) {
+        uint16_t* ks = smem + stage * 2 * TILE;
+        uint16_t* vs = ks + TILE;
+        for (int idx = threadIdx.x; idx < kPfKeys * CH; idx += kPfWarps * 32) {
+            const int r = idx / CH, c = idx % CH;
+            const int32_t i = kt + r;
+            const bool ok = i < hi;
+            size_t off = 0;
+            if (ok) off = (static_cast<size_t>(btab[i / bs]) * bs + i % bs) * slot_stride + c * 8;
+            cp_async16(&ks[r * LDS + c * 8], kpool + off, ok);
+            cp_async16(&vs[r * LDS + c * 8], vpool + off, ok);
+        }
+    };
+
+    int stage = 0;
+    load_tile(0, lo);
+    cp_async_commit();
+    for (int32_t kt = lo; kt < hi; kt += kPfKeys, stage ^= 1) {
+        if (kt + kPfKeys < hi) load_tile(stage ^ 1, kt + kPfKeys);
+        cp_async_commit();  // possibly empty: keeps the group count uniform
+        cp_async_wait1();   // this stage's tile has landed (for this thread) ...
+        __syncthreads();    // ... and for every thread
+        const uint16_t* ks = smem + stage * 2 * TILE;
+        const uint16_t* vs = ks + TILE;
+
+        // S = Q K^T for this warp's 16 rows x 64 keys
+        float s[kPfKeys / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            const uint16_t* krow = ks + (nt * 8 + (lane & 7)) * LDS + (lane >> 3) * 8;
+#pragma unroll
+            for (int kc = 0; kc < D / 16; kc += 2) {
+                uint32_t b[4];
+                ldmatrix_x4(b, krow + kc * 16);
+                Op::mma(s[nt], qf[kc], b[0], b[1]);
+                Op::mma(s[nt], qf[kc + 1], b[2], b[3]);
+            }
+        }
+        const bool need_mask = a.window > 0 || kt + kPfKeys - 1 > p_min || !v0 || !v1;
+        float mx[2] = {-INFINITY, -INFINITY};
+        if (need_mask) {
+#pragma unroll
+            for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int32_t key = kt + nt * 8 + tig * 2 + (e & 1);
+                    const bool rv = e < 2 ? v0 : v1;
+                    const int32_t pos = e < 2 ? pos0 : pos1;
+                    const bool ok = rv && key <= pos && (a.window <= 0 || pos - key < a.window);
+                    s[nt][e] = ok ? s[nt][e] * sl2 : -INFINITY;
+                    mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    s[nt][e] *= sl2;
+                    mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+                }
+            }
+        }
+        float alpha[2], muse[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mnew = fmaxf(mr[r], mx[r]);
+            muse[r] = mnew == -INFINITY ? 0.0f : mnew;
+            alpha[r] = exp2f(mr[r] - muse[r]);  // 0 when mr was -inf
+            mr[r] = mnew;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float p = exp2f(s[nt][e] - muse[e / 2]);
+                s[nt][e] = p;
+                rs[e / 2] += p;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) {
+            o[nd][0] *= alpha[0];
+            o[nd][1] *= alpha[0];
+            o[nd][2] *= alpha[1];
+            o[nd][3] *= alpha[1];
+        }
+        // O += P V
+        const uint16_t* vrow = vs + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) * 8);
+#pragma unroll
+        for (int kc = 0; kc < kPfKeys / 16; ++kc) {
+            uint32_t pa[4];
+            pa[0] = Op::pack(s[2 * kc][0], s[2 * kc][1]);
+            pa[1] = Op::pack(s[2 * kc][2], s[2 * kc][3]);
+            pa[2] = Op::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+            pa[3] = Op::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd += 2) {
+                uint32_t b[4];
+                ldmatrix_x4_trans(b, vrow + kc * 16 * LDS + nd * 8);
+                Op::mma(o[nd], pa, b[0], b[1]);
+                Op::mma(o[nd + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads();  // the loads two tiles on overwrite this stage
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
+    }
+    T* out = static_cast<T*>(a.out);
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) {
+        const int c = nd * 8 + tig * 2;
+        if (v0)
+            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r0) * a.out_ld + h * D + c) =
+                Op::pack(o[nd][0] * lr[0], o[nd][1] * lr[0]);
+        if (v1)
+            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r1) * a.out_ld + h * D + c) =
+                Op::pack(o[nd][2] * lr[1], o[nd][3] * lr[1]);
+    }
+}
+
+template <typename T, int D>
+void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
+    constexpr int smem = prefill2_smem_bytes<D>();
+    static bool attr_set = false;  // per instantiation; the attribute is per device function
+    if (!attr_set) {
+        FS_CUDA(cudaFuncSetAttribute(prefill2_kernel<T, D>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        attr_set = true;
+    }
+    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
+    prefill2_kernel<T, D><<<grid, kPfWarps * 32, smem, st>>>(a, m);
+    FS_CUDA_LAUNCH("prefill2_kernel");
+}
+
 template <typename T, int DPL>
 void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     int64_t partition, void* work, cudaStream_t st) {
+                     float* ml, float* accw, cudaStream_t st) {
     const int64_t G = a.H / a.KVH;
     const int64_t qgroups = (G + kGMax - 1) / kGMax;
-    float* ml = static_cast<float*>(work);
-    float* accw = ml + n_tokens * a.H * splits * 2;
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
               static_cast<unsigned>(n_tokens));
-    splitk_kernel<T, DPL><<<grid, kSkWarps * 32, 0, st>>>(a, m, partition, splits, ml, accw);
+    splitk_kernel<T, DPL><<<grid, kSkWarps * 32, 0, st>>>(a, m, splits, ml, accw);
     FS_CUDA_LAUNCH("splitk_kernel");
-    dim3 g2(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.H));
-    splitk_reduce_kernel<T><<<g2, a.D >= 128 ? 128 : 64, 0, st>>>(a, m, splits, ml, accw);
-    FS_CUDA_LAUNCH("splitk_reduce_kernel");
+}
+
+template <typename T, int D, int GP>
+void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                     float* ml, float* accw, cudaStream_t st) {
+    const int64_t G = a.H / a.KVH;
+    const int64_t qgroups = (G + GP - 1) / GP;
+    dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
+              static_cast<unsigned>(n_tokens));
+    decode_kernel<T, D, GP><<<grid, kDecWarps * 32, 0, st>>>(a, m, splits, ml, accw);
+    FS_CUDA_LAUNCH("decode_kernel");
+}
+
+template <typename T, int D>
+void launch_decode_g(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                     float* ml, float* accw, cudaStream_t st) {
+    const int64_t G = a.H / a.KVH;
+    if (G == 1)
+        launch_decode_t<T, D, 1>(a, m, n_tokens, splits, ml, accw, st);
+    else if (G == 2)
+        launch_decode_t<T, D, 2>(a, m, n_tokens, splits, ml, accw, st);
+    else if (G <= 4)
+        launch_decode_t<T, D, 4>(a, m, n_tokens, splits, ml, accw, st);
+    else
+        launch_decode_t<T, D, 8>(a, m, n_tokens, splits, ml, accw, st);
 }
 
 template <typename T>
 void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     int64_t partition, void* work, cudaStream_t st) {
-    if (a.D <= 32)
-        launch_splitk_t<T, 1>(a, m, n_tokens, splits, partition, work, st);
+                     void* work, cudaStream_t st) {
+    float* ml = static_cast<float*>(work);
+    float* accw = ml + n_tokens * a.H * splits * 2;
+    if (a.D == 64)
+        launch_decode_g<T, 64>(a, m, n_tokens, splits, ml, accw, st);
+    else if (a.D == 128)
+        launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, st);
+    else if (a.D <= 32)
+        launch_splitk_t<T, 1>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 64)
-        launch_splitk_t<T, 2>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_t<T, 2>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 128)
-        launch_splitk_t<T, 4>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_t<T, 4>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 256)
-        launch_splitk_t<T, 8>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_t<T, 8>(a, m, n_tokens, splits, ml, accw, st);
     else
         fail("attention: head_dim {} > 256 is not supported by the CUDA backend", a.D);
+    dim3 g2(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.H));
+    splitk_reduce_kernel<T><<<g2, a.D >= 128 ? 128 : 64, 0, st>>>(a, m, splits, ml, accw);
+    FS_CUDA_LAUNCH("splitk_reduce_kernel");
 }
 
 }  // namespace
@@ -490,25 +949,26 @@ size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t sp
     return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
 }
 
-int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx, int num_sms,
-                             int64_t* partition) {
+int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx,
+                             int num_sms) {
     const int64_t G = H / KVH;
-    const int64_t base = n_tokens * KVH * ((G + kGMax - 1) / kGMax);
-    int64_t part = 512;
-    auto splits_for = [&](int64_t p) { return std::max<int64_t>(1, (max_ctx + p - 1) / p); };
-    while (part > kSkWarps * 32 && base * splits_for(part) < 2 * num_sms) part /= 2;
-    *partition = part;
-    return splits_for(part);
+    const int64_t base = std::max<int64_t>(1, n_tokens * KVH * ((G + kGMax - 1) / kGMax));
+    // about four blocks per SM in all (blocks beyond a sequence's length exit at once)
+    int64_t s = (4 * static_cast<int64_t>(num_sms) + base - 1) / base;
+    s = std::min<int64_t>(std::max<int64_t>(s, 1), kMaxSplits);
+    if (max_ctx > 0) s = std::min<int64_t>(s, (max_ctx + kMinPart - 1) / kMinPart);
+    return std::max<int64_t>(s, 1);
 }
 
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
-                             int64_t splits, int64_t partition, void* work, cudaStream_t st) {
+                             int64_t splits, void* work, cudaStream_t st) {
     if (n_tokens == 0) return;
     FS_CHECK(n_tokens < 65536, "attention: too many decode tokens in one batch ({})", n_tokens);
+    FS_CHECK(splits >= 1 && splits <= kMaxSplits, "attention: {} partitions", splits);
     if (a.dt == DType::BF16)
-        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, work, st);
     else
-        launch_splitk_d<__half>(a, m, n_tokens, splits, partition, work, st);
+        launch_splitk_d<__half>(a, m, n_tokens, splits, work, st);
 }
 
 bool prefill_supported(int64_t D) {
@@ -517,6 +977,22 @@ bool prefill_supported(int64_t D) {
 
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;
+    const char* v1e = std::getenv("FARSIGHT_PREFILL_V1");  // =1: the previous kernel
+    const bool v1 = v1e && v1e[0] == '1';
+    if (!v1 && (a.D == 64 || a.D == 128)) {
+        if (a.dt == DType::BF16) {
+            if (a.D == 64)
+                launch_prefill2<__nv_bfloat16, 64>(a, m, st);
+            else
+                launch_prefill2<__nv_bfloat16, 128>(a, m, st);
+        } else {
+            if (a.D == 64)
+                launch_prefill2<__half, 64>(a, m, st);
+            else
+                launch_prefill2<__half, 128>(a, m, st);
+        }
+        return;
+    }
     dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
     auto go = [&](auto tag) {
         using T = decltype(tag);

@@ -117,7 +117,9 @@ constexpr size_t kStageBytes = 16u << 20;  // per pinned staging buffer (two of 
 // W^T(N x K, from K x N col-major) * x(K x T).
 std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, int64_t N, int64_t K,
                                      bool bias, unsigned align_a, unsigned align_b,
-                                     unsigned align_c, size_t workspace, DType out_dt) {
+                                     unsigned align_c, size_t workspace, DType out_dt,
+                                     std::vector<cublasLtMatmulAlgo_t>* candidates = nullptr,
+                                     int max_candidates = 1) {
     auto plan = std::make_unique<LtPlan>();
     cudaDataType_t ct = cuda_type(dt);
     const cudaDataType_t ot = cuda_type(out_dt);  // f32 output for logits
@@ -153,13 +155,18 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t h, DType dt, int64_t T, in
                                                    &al[2], sizeof(uint32_t)));
     FS_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                    &al[2], sizeof(uint32_t)));
-    cublasLtMatmulHeuristicResult_t res{};
+    std::vector<cublasLtMatmulHeuristicResult_t> res(
+        static_cast<size_t>(std::max(max_candidates, 1)));
     int n = 0;
     FS_CUBLAS(cublasLtMatmulAlgoGetHeuristic(h, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
-                                             1, &res, &n));
+                                             static_cast<int>(res.size()), res.data(), &n));
     FS_CHECK(n > 0, "cuBLASLt found no algorithm for a {}x{}x{} {} matmul", T, N, K,
              dtype_name(dt));
-    plan->algo = res.algo;
+    plan->algo = res[0].algo;
+    if (candidates)
+        for (int i = 0; i < n; ++i)
+            if (res[static_cast<size_t>(i)].state == CUBLAS_STATUS_SUCCESS)
+                candidates->push_back(res[static_cast<size_t>(i)].algo);
     return plan;
 }
 
@@ -201,9 +208,18 @@ class CudaBackend final : public Backend {
         meta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
         const char* g = std::getenv("FARSIGHT_GEMV");
         if (g) gemv_mode_ = std::atoi(g);  // 0: never, 1: always when supported, else autotune
+        const char* cg = std::getenv("FARSIGHT_CUDA_GRAPHS");
+        graphs_enabled_ = !(cg && cg[0] == '0');
+        gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
+        if (capturing_) {
+            cudaGraph_t g = nullptr;
+            cudaStreamEndCapture(stream_->get(), &g);
+            if (g) cudaGraphDestroy(g);
+        }
         if (stream_) cudaStreamSynchronize(stream_->get());
+        graphs_.clear();
     }
 
     std::string name() const override { return "cuda"; }
@@ -291,13 +307,21 @@ class CudaBackend final : public Backend {
         FS_CHECK(layout.num_layers > 0 && layout.num_blocks > 0 && layout.block_size > 0 &&
                      layout.num_kv_heads > 0 && layout.head_dim > 0,
                  "init_kv: bad KV layout");
+        invalidate_graphs();
         kv_ = DeviceBuffer();
-        kv_ = DeviceBuffer(layout.bytes_per_block() * layout.num_blocks);
+        // one more block than asked for: the scratch block padding rows of recorded steps write
+        kv_ = DeviceBuffer(layout.bytes_per_block() * (layout.num_blocks + 1));
         kv_layout_ = layout;
     }
     const KVLayout& kv_layout() const override { return kv_layout_; }
 
-    void begin_forward(const BatchMeta& meta) override;
+    void begin_forward(const BatchMeta& meta) override { begin_forward_impl(meta, false); }
+    int64_t step_rows(const BatchMeta& meta) const override {
+        const int64_t b = graph_bucket(meta);
+        return b > 0 ? b : meta.num_tokens();
+    }
+    bool begin_step(const BatchMeta& meta, uint64_t tensors_id) override;
+    void end_step() override;
     void embedding(const Tensor& table, Tensor& out) override;
     void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
     void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
@@ -309,8 +333,46 @@ class CudaBackend final : public Backend {
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     void synchronize() override { FS_CUDA(cudaStreamSynchronize(stream_->get())); }
+    CudaGraphStats graph_stats() const { return stats_; }
 
   private:
+    void begin_forward_impl(const BatchMeta& meta, bool pad);
+    // Batch size a step is recorded at (0: run it eagerly).
+    int64_t graph_bucket(const BatchMeta& meta) const {
+        const int64_t T = meta.num_tokens();
+        if (!graphs_enabled_ || kv_.get() == nullptr || T < 1 || T > kMaxGraphRows) return 0;
+        if (meta.seqs.size() != static_cast<size_t>(T) ||
+            meta.logit_rows.size() != static_cast<size_t>(T))
+            return 0;
+        for (const SeqSlice& q : meta.seqs)
+            if (q.q_len != 1) return 0;
+        size_t inv = 0;  // rope arrays have fixed capacities in recorded steps
+        for (const RopeFreqs& r : meta.rope) inv += r.inv_freq.size();
+        if (meta.rope.size() > static_cast<size_t>(kMaxGraphRows) ||
+            inv >
+                static_cast<size_t>(kMaxGraphRows * std::max<int64_t>(kv_layout_.head_dim / 2, 1)))
+            return 0;
+        int64_t b = 1;
+        while (b < T) b *= 2;
+        return b;
+    }
+    void invalidate_graphs() { graphs_.clear(); }
+    void abort_capture() {
+        if (!capturing_) return;
+        capturing_ = false;
+        cudaGraph_t g = nullptr;
+        cudaStreamEndCapture(stream_->get(), &g);  // the failed step's partial recording
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+        graphs_.erase(cur_graph_);
+    }
+    // Workspace of the split-K decode attention for a step of n decode tokens.
+    size_t decode_ws_bytes(int64_t n, const AttnParams& p, int64_t ctx) const {
+        const int64_t splits =
+            splitk_choose_splits(n, p.num_heads, p.num_kv_heads, ctx, props_.multiProcessorCount);
+        return splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits);
+    }
+
     Tensor alloc_weight(DType dtype, int64_t rows, int64_t cols) {
         FS_CHECK(dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32,
                  "CUDA backend: weights can be stored as bf16, f16 or f32, not {}",
@@ -388,38 +450,107 @@ class CudaBackend final : public Backend {
     int64_t max_decode_ctx_ = 0;
     DeviceBuffer attn_ws_;
 
+    // recorded decode steps (CUDA graphs), one per (batch bucket, caller tensors id)
+    static constexpr int64_t kMaxGraphRows = 256;
+    struct GraphExec {
+        cudaGraphExec_t exec = nullptr;
+        bool warmed = false;  // ran once eagerly (plans made, buffers sized) for this key
+        GraphExec() = default;
+        GraphExec(const GraphExec&) = delete;
+        GraphExec& operator=(const GraphExec&) = delete;
+        ~GraphExec() {
+            if (exec) cudaGraphExecDestroy(exec);
+        }
+    };
+    using GraphKey = std::pair<int64_t, uint64_t>;
+    std::map<GraphKey, GraphExec> graphs_;
+    bool graphs_enabled_ = true;
+    int64_t graph_bucket_ = 0;  // bucket of the current step (0: eager)
+    bool capturing_ = false, replay_ = false;
+    GraphKey cur_graph_{0, 0};
+    CudaGraphStats stats_;
+    // fixed-address metadata of recorded steps (kernel arguments point into it)
+    PinnedBuffer gmeta_host_;
+    DeviceBuffer gmeta_dev_;
+    std::unique_ptr<Event> gmeta_ev_;
+    bool gmeta_ev_recorded_ = false;
+    int64_t gmeta_bt_cap_ = 0, gmeta_inv_cap_ = 0;  // capacities (entries)
+
     // linear plans
     using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, bool, unsigned, unsigned, unsigned>;
     std::map<PlanKey, std::unique_ptr<LtPlan>> plans_;
     int gemv_mode_ = 2;
 };
 
-void CudaBackend::begin_forward(const BatchMeta& meta) {
+void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
+    if (capturing_) abort_capture();  // the previous step failed while being recorded
+    const int64_t T0 = meta_in.num_tokens();
+    FS_CHECK(meta_in.positions.size() == static_cast<size_t>(T0) &&
+                 meta_in.slot_mapping.size() == static_cast<size_t>(T0),
+             "begin_forward: tokens/positions/slot_mapping sizes differ ({}/{}/{})", T0,
+             meta_in.positions.size(), meta_in.slot_mapping.size());
+    FS_CHECK(!meta_in.rope.empty() || T0 == 0, "begin_forward: no rope variant given");
+    for (size_t s = 0; s < meta_in.seqs.size(); ++s) {
+        const SeqSlice& q = meta_in.seqs[s];
+        FS_CHECK(q.q_start >= 0 && q.q_len >= 0 && q.q_start + q.q_len <= T0,
+                 "begin_forward: sequence {} rows [{}, {}) outside the batch of {} tokens", s,
+                 q.q_start, q.q_start + q.q_len, T0);
+        FS_CHECK(q.rope_variant >= 0 && q.rope_variant < static_cast<int32_t>(meta_in.rope.size()),
+                 "begin_forward: sequence {} uses rope variant {} of {}", s, q.rope_variant,
+                 meta_in.rope.size());
+        FS_CHECK(q.block_table_offset >= 0 && q.n_blocks >= 0 &&
+                     q.block_table_offset + q.n_blocks <=
+                         static_cast<int32_t>(meta_in.block_tables.size()),
+                 "begin_forward: sequence {} block table out of range", s);
+    }
+    for (size_t i = 0; i < meta_in.logit_rows.size(); ++i)
+        FS_CHECK(meta_in.logit_rows[i] >= 0 && meta_in.logit_rows[i] < T0,
+                 "begin_forward: logit row {} outside the batch of {} tokens",
+                 meta_in.logit_rows[i], T0);
+    if (kv_layout_.num_blocks > 0) {
+        const int64_t slots = kv_layout_.num_blocks * kv_layout_.block_size;
+        for (int64_t t = 0; t < T0; ++t)
+            FS_CHECK(meta_in.slot_mapping[t] < slots,  // negative: not stored (padding)
+                     "begin_forward: slot {} of token {} beyond the KV cache ({} slots)",
+                     meta_in.slot_mapping[t], t, slots);
+        for (int32_t b : meta_in.block_tables)
+            FS_CHECK(b >= 0 && b < kv_layout_.num_blocks,
+                     "begin_forward: block {} outside the KV cache ({} blocks)", b,
+                     kv_layout_.num_blocks);
+    }
+
+    // Graph-eligible steps are padded to their bucket with dummy one-token sequences on the
+    // scratch block (index num_blocks, allocated beyond the pool init_kv was asked for).
+    int64_t bucket = pad ? graph_bucket(meta_in) : 0;
+    meta_ = meta_in;
+    if (bucket > 0) {
+        const int32_t scratch = static_cast<int32_t>(kv_layout_.num_blocks);
+        for (int64_t i = T0; i < bucket; ++i) {
+            SeqSlice d;
+            d.q_start = static_cast<int32_t>(i);
+            d.q_len = 1;
+            d.n_past = 0;
+            d.rope_variant = 0;
+            d.block_table_offset = static_cast<int32_t>(meta_.block_tables.size());
+            d.n_blocks = 1;
+            meta_.block_tables.push_back(scratch);
+            meta_.tokens.push_back(0);
+            meta_.positions.push_back(0);
+            meta_.slot_mapping.push_back(static_cast<int32_t>(scratch * kv_layout_.block_size));
+            meta_.logit_rows.push_back(static_cast<int32_t>(i));
+            meta_.seqs.push_back(d);
+        }
+    }
+    const BatchMeta& meta = meta_;
     const int64_t T = meta.num_tokens();
-    FS_CHECK(meta.positions.size() == static_cast<size_t>(T) &&
-                 meta.slot_mapping.size() == static_cast<size_t>(T),
-             "begin_forward: tokens/positions/slot_mapping sizes differ ({}/{}/{})", T,
-             meta.positions.size(), meta.slot_mapping.size());
-    FS_CHECK(!meta.rope.empty() || T == 0, "begin_forward: no rope variant given");
-    std::vector<int32_t> token_seq(T, 0);
+    std::vector<int32_t> token_seq(static_cast<size_t>(T), 0);
     decode_tokens_.clear();
     prefill_tiles_.clear();
     max_decode_ctx_ = 0;
-    int64_t covered = 0;
     const int64_t D = kv_layout_.head_dim;
     for (size_t s = 0; s < meta.seqs.size(); ++s) {
         const SeqSlice& q = meta.seqs[s];
-        FS_CHECK(q.q_start >= 0 && q.q_len >= 0 && q.q_start + q.q_len <= T,
-                 "begin_forward: sequence {} rows [{}, {}) outside the batch of {} tokens", s,
-                 q.q_start, q.q_start + q.q_len, T);
-        FS_CHECK(q.rope_variant >= 0 && q.rope_variant < static_cast<int32_t>(meta.rope.size()),
-                 "begin_forward: sequence {} uses rope variant {} of {}", s, q.rope_variant,
-                 meta.rope.size());
-        FS_CHECK(q.block_table_offset >= 0 && q.block_table_offset + q.n_blocks <=
-                                                  static_cast<int32_t>(meta.block_tables.size()),
-                 "begin_forward: sequence {} block table out of range", s);
         for (int32_t j = 0; j < q.q_len; ++j) token_seq[q.q_start + j] = static_cast<int32_t>(s);
-        covered += q.q_len;
         bool tiled = q.q_len >= 8 && prefill_supported(D);
         if (tiled) {
             for (int32_t q0 = 0; q0 < q.q_len; q0 += kPrefillTileQ) {
@@ -431,24 +562,7 @@ void CudaBackend::begin_forward(const BatchMeta& meta) {
             max_decode_ctx_ = std::max<int64_t>(max_decode_ctx_, q.n_past + q.q_len);
         }
     }
-    for (size_t i = 0; i < meta.logit_rows.size(); ++i)
-        FS_CHECK(meta.logit_rows[i] >= 0 && meta.logit_rows[i] < T,
-                 "begin_forward: logit row {} outside the batch of {} tokens", meta.logit_rows[i],
-                 T);
-    if (kv_layout_.num_blocks > 0) {
-        const int64_t slots = kv_layout_.num_blocks * kv_layout_.block_size;
-        for (int64_t t = 0; t < T; ++t)
-            FS_CHECK(meta.slot_mapping[t] < slots,
-                     "begin_forward: slot {} of token {} beyond the KV cache ({} slots)",
-                     meta.slot_mapping[t], t, slots);
-        for (int32_t b : meta.block_tables)
-            FS_CHECK(b >= 0 && b < kv_layout_.num_blocks,
-                     "begin_forward: block {} outside the KV cache ({} blocks)", b,
-                     kv_layout_.num_blocks);
-    }
-    (void)covered;
 
-    // pack everything into one pinned buffer, upload with one async copy
     std::vector<int32_t> rope_off, rope_half;
     std::vector<float> inv, scal;
     for (const auto& r : meta.rope) {
@@ -457,70 +571,204 @@ void CudaBackend::begin_forward(const BatchMeta& meta) {
         inv.insert(inv.end(), r.inv_freq.begin(), r.inv_freq.end());
         scal.push_back(r.attention_scaling);
     }
+    // recorded steps need every array at a fixed address: fixed capacities per array
+    const int64_t inv_cap = kMaxGraphRows * std::max<int64_t>(D / 2, 1);
+
+    enum {
+        P_TOK,
+        P_POS,
+        P_SLOT,
+        P_LR,
+        P_TS,
+        P_DT,
+        P_PT,
+        P_SEQ,
+        P_RO,
+        P_RH,
+        P_RS,
+        P_INV,
+        P_BT,
+        P_N
+    };
     struct Part {
         const void* src;
         size_t bytes;
         size_t off;
     };
-    std::vector<Part> parts;
-    size_t total = 0;
-    auto add = [&](const void* src, size_t bytes) {
-        parts.push_back({src, bytes, total});
-        total += (bytes + 255) / 256 * 256;
-        return parts.size() - 1;
+    Part parts[P_N] = {
+        {meta.tokens.data(), static_cast<size_t>(T) * 4, 0},
+        {meta.positions.data(), static_cast<size_t>(T) * 4, 0},
+        {meta.slot_mapping.data(), static_cast<size_t>(T) * 4, 0},
+        {meta.logit_rows.data(), meta.logit_rows.size() * 4, 0},
+        {token_seq.data(), token_seq.size() * 4, 0},
+        {decode_tokens_.data(), decode_tokens_.size() * 4, 0},
+        {prefill_tiles_.data(), prefill_tiles_.size() * 4, 0},
+        {meta.seqs.data(), meta.seqs.size() * sizeof(SeqSlice), 0},
+        {rope_off.data(), rope_off.size() * 4, 0},
+        {rope_half.data(), rope_half.size() * 4, 0},
+        {scal.data(), scal.size() * 4, 0},
+        {inv.data(), inv.size() * 4, 0},
+        {meta.block_tables.data(), meta.block_tables.size() * 4, 0},
     };
-    size_t i_tok = add(meta.tokens.data(), T * 4);
-    size_t i_pos = add(meta.positions.data(), T * 4);
-    size_t i_slot = add(meta.slot_mapping.data(), T * 4);
-    size_t i_bt = add(meta.block_tables.data(), meta.block_tables.size() * 4);
-    size_t i_lr = add(meta.logit_rows.data(), meta.logit_rows.size() * 4);
-    size_t i_ts = add(token_seq.data(), T * 4);
-    size_t i_seq = add(meta.seqs.data(), meta.seqs.size() * sizeof(SeqSlice));
-    size_t i_inv = add(inv.data(), inv.size() * 4);
-    size_t i_ro = add(rope_off.data(), rope_off.size() * 4);
-    size_t i_rh = add(rope_half.data(), rope_half.size() * 4);
-    size_t i_rs = add(scal.data(), scal.size() * 4);
-    size_t i_dt = add(decode_tokens_.data(), decode_tokens_.size() * 4);
-    size_t i_pt = add(prefill_tiles_.data(), prefill_tiles_.size() * 4);
-    total = std::max<size_t>(total, 256);
-
-    // the previous upload must have left the pinned buffer before we overwrite it
-    if (meta_ev_recorded_) FS_CUDA(cudaEventSynchronize(meta_ev_->get()));
-    meta_host_.ensure(total);
-    if (meta_dev_.size() < total) {
-        // buffers still in use by queued kernels: wait before freeing
-        FS_CUDA(cudaStreamSynchronize(stream_->get()));
-        meta_dev_.ensure(total);
+    auto r256 = [](size_t b) { return (b + 255) / 256 * 256; };
+    char* base = nullptr;
+    if (bucket > 0) {
+        const int64_t bt = static_cast<int64_t>(meta.block_tables.size());
+        if (bt > gmeta_bt_cap_ || inv_cap > gmeta_inv_cap_ || !gmeta_dev_.get()) {
+            // grows: recorded steps point at the old buffer
+            invalidate_graphs();
+            FS_CUDA(cudaStreamSynchronize(stream_->get()));
+            gmeta_bt_cap_ = std::max<int64_t>({2 * bt, gmeta_bt_cap_, 4096});
+            gmeta_inv_cap_ = inv_cap;
+            gmeta_dev_ = DeviceBuffer();
+            gmeta_host_ = PinnedBuffer();
+            gmeta_ev_recorded_ = false;
+        }
+        const size_t rows_b = r256(kMaxGraphRows * 4);
+        const size_t caps[P_N] = {rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  256,
+                                  r256(kMaxGraphRows * sizeof(SeqSlice)),
+                                  rows_b,
+                                  rows_b,
+                                  rows_b,
+                                  r256(static_cast<size_t>(gmeta_inv_cap_) * 4),
+                                  r256(static_cast<size_t>(gmeta_bt_cap_) * 4)};
+        size_t total = 0;
+        for (int i = 0; i < P_N; ++i) {
+            FS_CHECK(parts[i].bytes <= caps[i], "begin_forward: recorded-step metadata overflow");
+            parts[i].off = total;
+            total += caps[i];
+        }
+        if (!gmeta_dev_.get()) {
+            gmeta_dev_ = DeviceBuffer(total);
+            gmeta_host_ = PinnedBuffer(total);
+        }
+        if (gmeta_ev_recorded_) FS_CUDA(cudaEventSynchronize(gmeta_ev_->get()));
+        for (const auto& p : parts)
+            if (p.bytes) std::memcpy(gmeta_host_.as<char>() + p.off, p.src, p.bytes);
+        // two copies: everything before the block tables (small), then the used block tables
+        const size_t head = parts[P_INV].off + parts[P_INV].bytes;
+        FS_CUDA(cudaMemcpyAsync(gmeta_dev_.get(), gmeta_host_.get(), head, cudaMemcpyHostToDevice,
+                                stream_->get()));
+        if (parts[P_BT].bytes)
+            FS_CUDA(cudaMemcpyAsync(gmeta_dev_.as<char>() + parts[P_BT].off,
+                                    gmeta_host_.as<char>() + parts[P_BT].off, parts[P_BT].bytes,
+                                    cudaMemcpyHostToDevice, stream_->get()));
+        FS_CUDA(cudaEventRecord(gmeta_ev_->get(), stream_->get()));
+        gmeta_ev_recorded_ = true;
+        base = gmeta_dev_.as<char>();
+    } else {
+        size_t total = 0;
+        for (auto& p : parts) {
+            p.off = total;
+            total += r256(p.bytes);
+        }
+        total = std::max<size_t>(total, 256);
+        // the previous upload must have left the pinned buffer before we overwrite it
+        if (meta_ev_recorded_) FS_CUDA(cudaEventSynchronize(meta_ev_->get()));
+        meta_host_.ensure(total);
+        if (meta_dev_.size() < total) {
+            // buffers still in use by queued kernels: wait before freeing
+            FS_CUDA(cudaStreamSynchronize(stream_->get()));
+            meta_dev_.ensure(total);
+        }
+        for (const auto& p : parts)
+            if (p.bytes) std::memcpy(meta_host_.as<char>() + p.off, p.src, p.bytes);
+        FS_CUDA(cudaMemcpyAsync(meta_dev_.get(), meta_host_.get(), total, cudaMemcpyHostToDevice,
+                                stream_->get()));
+        FS_CUDA(cudaEventRecord(meta_ev_->get(), stream_->get()));
+        meta_ev_recorded_ = true;
+        base = meta_dev_.as<char>();
     }
-    for (const auto& p : parts)
-        if (p.bytes) std::memcpy(meta_host_.as<char>() + p.off, p.src, p.bytes);
-    FS_CUDA(cudaMemcpyAsync(meta_dev_.get(), meta_host_.get(), total, cudaMemcpyHostToDevice,
-                            stream_->get()));
-    FS_CUDA(cudaEventRecord(meta_ev_->get(), stream_->get()));
-    meta_ev_recorded_ = true;
 
-    char* base = meta_dev_.as<char>();
-    auto at = [&](size_t i) { return reinterpret_cast<const int32_t*>(base + parts[i].off); };
+    auto at = [&](int i) { return reinterpret_cast<const int32_t*>(base + parts[i].off); };
     dm_ = DevMeta{};
-    dm_.tokens = at(i_tok);
-    dm_.positions = at(i_pos);
-    dm_.slot_mapping = at(i_slot);
-    dm_.block_tables = at(i_bt);
-    dm_.logit_rows = at(i_lr);
-    dm_.token_seq = at(i_ts);
-    dm_.seqs = reinterpret_cast<const SeqSlice*>(base + parts[i_seq].off);
-    dm_.inv_freq = reinterpret_cast<const float*>(base + parts[i_inv].off);
-    dm_.rope_offset = at(i_ro);
-    dm_.rope_half = at(i_rh);
-    dm_.rope_scaling = reinterpret_cast<const float*>(base + parts[i_rs].off);
-    dm_.decode_tokens = at(i_dt);
-    dm_.prefill_tiles = at(i_pt);
+    dm_.tokens = at(P_TOK);
+    dm_.positions = at(P_POS);
+    dm_.slot_mapping = at(P_SLOT);
+    dm_.block_tables = at(P_BT);
+    dm_.logit_rows = at(P_LR);
+    dm_.token_seq = at(P_TS);
+    dm_.seqs = reinterpret_cast<const SeqSlice*>(base + parts[P_SEQ].off);
+    dm_.inv_freq = reinterpret_cast<const float*>(base + parts[P_INV].off);
+    dm_.rope_offset = at(P_RO);
+    dm_.rope_half = at(P_RH);
+    dm_.rope_scaling = reinterpret_cast<const float*>(base + parts[P_RS].off);
+    dm_.decode_tokens = at(P_DT);
+    dm_.prefill_tiles = at(P_PT);
     dm_.num_tokens = static_cast<int>(T);
     dm_.num_seqs = static_cast<int>(meta.seqs.size());
     dm_.num_decode_tokens = static_cast<int>(decode_tokens_.size());
     dm_.num_prefill_tiles = static_cast<int>(prefill_tiles_.size() / 2);
-    meta_ = meta;
+    graph_bucket_ = bucket;
     have_meta_ = true;
+}
+
+bool CudaBackend::begin_step(const BatchMeta& meta, uint64_t tensors_id) {
+    begin_forward_impl(meta, true);
+    replay_ = false;
+    if (graph_bucket_ == 0) return false;
+    cur_graph_ = {graph_bucket_, tensors_id};
+    // graphs of this bucket recorded for tensors the caller has since moved are dead
+    for (auto it = graphs_.lower_bound({graph_bucket_, 0});
+         it != graphs_.end() && it->first.first == graph_bucket_;)
+        it = it->first.second != tensors_id ? graphs_.erase(it) : std::next(it);
+    GraphExec& g = graphs_[cur_graph_];
+    if (g.exec) {
+        replay_ = true;
+        return true;
+    }
+    if (!g.warmed) {  // first time: run eagerly (makes the plans, sizes the workspaces)
+        g.warmed = true;
+        return false;
+    }
+    FS_CUDA(cudaStreamBeginCapture(stream_->get(), cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+    return false;
+}
+
+void CudaBackend::end_step() {
+    if (capturing_) {
+        capturing_ = false;
+        cudaGraph_t graph = nullptr;
+        cudaError_t e = cudaStreamEndCapture(stream_->get(), &graph);
+        if (e != cudaSuccess || graph == nullptr) {
+            cudaGetLastError();
+            graphs_.erase(cur_graph_);
+            graphs_enabled_ = false;  // recording does not work here: stay eager from now on
+            fail(
+                "CUDA graph capture of a decode step failed ({}); set FARSIGHT_CUDA_GRAPHS=0 "
+                "to run without graphs",
+                cudaGetErrorString(e));
+        }
+        cudaGraphExec_t exec = nullptr;
+        e = cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphDestroy(graph);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            graphs_.erase(cur_graph_);
+            graphs_enabled_ = false;
+            fail(
+                "CUDA graph instantiation failed ({}); set FARSIGHT_CUDA_GRAPHS=0 to run "
+                "without graphs",
+                cudaGetErrorString(e));
+        }
+        graphs_[cur_graph_].exec = exec;
+        ++stats_.captures;
+        replay_ = true;
+    }
+    if (replay_) {
+        replay_ = false;
+        auto it = graphs_.find(cur_graph_);
+        FS_CHECK(it != graphs_.end() && it->second.exec, "end_step: no recorded step to run");
+        FS_CUDA(cudaGraphLaunch(it->second.exec, stream_->get()));
+        ++stats_.replays;
+    }
 }
 
 void CudaBackend::embedding(const Tensor& table, Tensor& out) {
@@ -562,7 +810,8 @@ void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w
 
 void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
                          int64_t col0) {
-    FS_CHECK(col0 == 0, "linear: the CUDA backend fuses weights and writes whole rows (col0 {})", col0);
+    FS_CHECK(col0 == 0, "linear: the CUDA backend fuses weights and writes whole rows (col0 {})",
+             col0);
     check_act(x, "linear");
     if (out.dtype != DType::F32) check_act(out, "linear");  // f32 out: logits
     FS_CHECK(w.dtype == act_,
@@ -580,40 +829,63 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     if (T == 0) return;
     cudaStream_t st = stream_->get();
     const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
-                         alignment_of(x.data) >= 16 &&
-                         alignment_of(w.data) >= 16;
-    PlanKey key{
-        static_cast<int>(act_) * 16 + static_cast<int>(out.dtype), T, N, K, b != nullptr, alignment_of(w.data), alignment_of(x.data),
-        alignment_of(out.data)};
+                         alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
+    PlanKey key{static_cast<int>(act_) * 16 + static_cast<int>(out.dtype),
+                T,
+                N,
+                K,
+                b != nullptr,
+                alignment_of(w.data),
+                alignment_of(x.data),
+                alignment_of(out.data)};
     auto it = plans_.find(key);
     if (it == plans_.end()) {
+        // Skinny shapes (decode batches, T <= 256) are cheap to time: try cuBLASLt's first
+        // few algorithms and the GEMV kernel on the real operands once, keep the fastest
+        // (heuristics often pick a split or tile that reads W more than once at T = 32..64).
+        const bool tune = !capturing_ && gemv_mode_ != 1 && T <= 256;
+        std::vector<cublasLtMatmulAlgo_t> algos;
         auto plan = make_lt_plan(lt_->get(), act_, T, N, K, b != nullptr, std::get<5>(key),
-                                 std::get<6>(key), std::get<7>(key), lt_ws_.size(), out.dtype);
+                                 std::get<6>(key), std::get<7>(key), lt_ws_.size(), out.dtype,
+                                 &algos, tune ? 8 : 1);
         if (gemv_ok && gemv_mode_ == 1) {
             plan->use_gemv = true;
-        } else if (gemv_ok) {
-            // autotune once per shape: time both on the real operands
-            Event e0, e1, e2;
-            auto run_lt = [&] {
-                lt_run(lt_->get(), *plan, x.data, w.data, b ? b->data : nullptr, out.data,
-                       lt_ws_.get(), lt_ws_.size(), st);
+        } else if (tune) {
+            auto run_lt = [&](const cublasLtMatmulAlgo_t& algo) {
+                const void* bp = b ? b->data : nullptr;
+                if (bp)
+                    FS_CUBLAS(cublasLtMatmulDescSetAttribute(
+                        plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)));
+                const float alpha = 1.0f, beta = 0.0f;
+                return cublasLtMatmul(lt_->get(), plan->op, &alpha, w.data, plan->a, x.data,
+                                      plan->b, &beta, out.data, plan->c, out.data, plan->c, &algo,
+                                      lt_ws_.get(), lt_ws_.size(), st);
             };
             auto run_gv = [&] {
                 launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
                             props_.multiProcessorCount, st);
             };
-            run_lt();
-            run_gv();
-            FS_CUDA(cudaEventRecord(e0.get(), st));
-            for (int r = 0; r < 3; ++r) run_lt();
-            FS_CUDA(cudaEventRecord(e1.get(), st));
-            for (int r = 0; r < 3; ++r) run_gv();
-            FS_CUDA(cudaEventRecord(e2.get(), st));
-            FS_CUDA(cudaEventSynchronize(e2.get()));
-            float t_lt = 0, t_gv = 0;
-            FS_CUDA(cudaEventElapsedTime(&t_lt, e0.get(), e1.get()));
-            FS_CUDA(cudaEventElapsedTime(&t_gv, e1.get(), e2.get()));
-            plan->use_gemv = t_gv < t_lt;
+            Event e0, e1;
+            auto time_it = [&](auto&& f) {
+                f();  // warm (and first-use costs)
+                FS_CUDA(cudaEventRecord(e0.get(), st));
+                for (int r = 0; r < 3; ++r) f();
+                FS_CUDA(cudaEventRecord(e1.get(), st));
+                FS_CUDA(cudaEventSynchronize(e1.get()));
+                float ms = 0;
+                FS_CUDA(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+                return ms;
+            };
+            float best = 1e30f;
+            for (const auto& algo : algos) {
+                if (run_lt(algo) != CUBLAS_STATUS_SUCCESS) continue;  // not runnable here
+                const float ms = time_it([&] { (void)run_lt(algo); });
+                if (ms < best) {
+                    best = ms;
+                    plan->algo = algo;
+                }
+            }
+            if (gemv_ok && time_it(run_gv) < best) plan->use_gemv = true;
         }
         it = plans_.emplace(key, std::move(plan)).first;
     }
@@ -672,8 +944,8 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
                  L.block_size, q.n_past + q.q_len);
     }
     cudaStream_t st = stream_->get();
-    const size_t pool_elems =
-        static_cast<size_t>(L.num_blocks * L.block_size * L.num_kv_heads * L.head_dim);
+    const size_t pool_elems =  // per layer: num_blocks + the scratch block
+        static_cast<size_t>((L.num_blocks + 1) * L.block_size * L.num_kv_heads * L.head_dim);
     char* kbase = kv_.as<char>() + static_cast<size_t>(layer) * 2 * pool_elems * dtype_size(act_);
     char* vbase = kbase + pool_elems * dtype_size(act_);
     launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
@@ -682,19 +954,24 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
                  p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
     if (dm_.num_decode_tokens > 0) {
-        int64_t ctx = max_decode_ctx_;
-        if (p.window > 0) ctx = std::min<int64_t>(ctx, p.window);
-        int64_t partition = 0;
-        int64_t splits = splitk_choose_splits(dm_.num_decode_tokens, p.num_heads, p.num_kv_heads,
-                                              ctx, props_.multiProcessorCount, &partition);
-        size_t need =
-            splitk_workspace_bytes(dm_.num_decode_tokens, p.num_heads, p.head_dim, splits);
+        // Recorded steps must not depend on context lengths: the split count then depends only
+        // on the batch (and a sliding window); the kernel derives partitions from the lengths.
+        int64_t ctx = graph_bucket_ > 0 ? 0 : max_decode_ctx_;
+        if (p.window > 0) ctx = ctx > 0 ? std::min<int64_t>(ctx, p.window) : p.window;
+        const int64_t n = dm_.num_decode_tokens;
+        const int64_t splits =
+            splitk_choose_splits(n, p.num_heads, p.num_kv_heads, ctx, props_.multiProcessorCount);
+        size_t need = splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits);
+        if (graph_bucket_ > 0)  // one size for every bucket: growing would move recorded steps
+            for (int64_t b = 1; b <= kMaxGraphRows; b *= 2)
+                need = std::max(need, decode_ws_bytes(b, p, ctx));
         if (attn_ws_.size() < need) {
+            FS_CHECK(!capturing_, "attention: workspace grew while recording a step");
             FS_CUDA(cudaStreamSynchronize(st));
+            invalidate_graphs();
             attn_ws_.ensure(need);
         }
-        launch_attention_splitk(a, dm_, dm_.num_decode_tokens, splits, partition, attn_ws_.get(),
-                                st);
+        launch_attention_splitk(a, dm_, n, splits, attn_ws_.get(), st);
     }
 }
 
@@ -739,6 +1016,11 @@ std::unique_ptr<Backend> make_cuda_backend_with(int device, DType activation_dty
     return std::make_unique<cuda::CudaBackend>(device, activation_dtype);
 }
 
+CudaGraphStats cuda_graph_stats(const Backend& backend) {
+    const auto* b = dynamic_cast<const cuda::CudaBackend*>(&backend);
+    return b ? b->graph_stats() : CudaGraphStats{};
+}
+
 std::unique_ptr<Backend> make_cuda_backend(int device) {
     return make_cuda_backend_with(device, DType::BF16);
 }
@@ -781,7 +1063,8 @@ DeviceRoofline measure_device_roofline(int device) {
         launch_fill_random(DType::BF16, a.get(), elems, 2, 1.0f, st);
         launch_fill_random(DType::BF16, b.get(), elems, 3, 1.0f, st);
         LtHandle h;
-        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size(), DType::BF16);
+        auto plan = make_lt_plan(h.get(), DType::BF16, n, n, n, false, 256, 256, 256, ws.size(),
+                                 DType::BF16);
         for (int i = 0; i < 3; ++i)
             lt_run(h.get(), *plan, a.get(), b.get(), nullptr, c.get(), ws.get(), ws.size(), st);
         std::vector<float> ms;

@@ -3,6 +3,7 @@
 // `farsight bench`, tests) can include it; the definitions live in src/backend/cuda/*.cu and
 // exist only in builds with FARSIGHT_HAVE_CUDA.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,14 @@ struct DeviceRoofline {
 
 // Runs on device 0 (or `device`); takes about a second. Throws Error without a CUDA device.
 DeviceRoofline measure_device_roofline(int device = 0);
+
+// Recorded-step (CUDA graph) counters of a CUDA backend (zeros for other backends): steps
+// replayed from a graph, and graphs recorded. FARSIGHT_CUDA_GRAPHS=0 turns recording off.
+struct CudaGraphStats {
+    int64_t replays = 0;
+    int64_t captures = 0;
+};
+CudaGraphStats cuda_graph_stats(const Backend& backend);
 
 
 }  // namespace farsight

@@ -61,12 +61,15 @@ struct AttnLaunch {
     int64_t out_ld;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
-// `work` must hold splitk_workspace_bytes(...).
+// Each (token, kv head) runs `splits` blocks; the kernel cuts every token's visible keys into
+// at most `splits` partitions itself (from the device-side lengths), so the launch does not
+// depend on context lengths. max_ctx: the longest visible context when known, else 0 (graph
+// recording). `work` must hold splitk_workspace_bytes(...).
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits);
-int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx, int num_sms,
-                             int64_t* partition);
+int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx,
+                             int num_sms);
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
-                             int64_t splits, int64_t partition, void* work, cudaStream_t st);
+                             int64_t splits, void* work, cudaStream_t st);
 // Tiled tensor-core (mma.sync) prefill over m.prefill_tiles (64 query rows of one sequence).
 bool prefill_supported(int64_t D);
 constexpr int kPrefillTileQ = 64;
