@@ -18,8 +18,8 @@ mkdir -p /work
 [ -e "$ROOT/../shared" ] || ln -s "$ROOT/.gpu/shared" "$ROOT/../shared"
 export LD_LIBRARY_PATH="$ROOT/.gpu/lib:${LD_LIBRARY_PATH:-}"
 BIN=$ROOT/.gpu/bin
-[ -f "$ROOT/.gpu/shared_text.tar.xz" ] && [ ! -d "$ROOT/.gpu/shared/tokenizers" ] && tar -C "$ROOT/.gpu/shared" -xJf "$ROOT/.gpu/shared_text.tar.xz"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$OUT/device.txt"
+[ -f "$ROOT/.gpu/shared_text.tar.xz" ] && [ ! -d "$ROOT/.gpu/shared/tokenizers/llama3" ] && tar -C "$ROOT/.gpu/shared" -xJf "$ROOT/.gpu/shared_text.tar.xz"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 COMMIT=$(cat "$ROOT/.gpu/commit" 2>/dev/null || echo unknown)
 summary=()
 run() {  # run NAME TIMEOUT CMD...
@@ -44,12 +44,14 @@ for s in $STEPS; do
     serve8b)  # issue 5: 1,000 ShareGPT-like requests against the Llama-3-8B shape in bf16
       "$BIN/farsight" serve --device cuda --dummy llama3-8b --tokenizer "$ROOT/.gpu/shared/tokenizers/llama3" \
           --port 8123 --max-num-seqs 128 --max-model-len 4096 --kv-tokens 400000 --served-model-name llama3-8b \
-          >"$OUT/serve8b_server.log" 2>&1 &
+          >/tmp/serve8b_server.log 2>&1 &
       SPID=$!
       for i in $(seq 1 120); do curl -sf http://127.0.0.1:8123/health >/dev/null 2>&1 && break; sleep 1; done
       run serve8b 420 python3 tools/serve_bench.py --url http://127.0.0.1:8123 --model llama3-8b --n 1000 \
           --concurrency 64 --label "llama3-8b bf16 dummy, commit $COMMIT" --out "$OUT/serve_llama3-8b.json"
-      curl -s http://127.0.0.1:8123/metrics > "$OUT/serve8b_metrics.txt" 2>&1
+      curl -s http://127.0.0.1:8123/metrics > /tmp/serve8b_metrics.txt 2>&1
+      grep -E "^farsight_(requests|prompt_tokens|generation_tokens|kv_blocks|prefix)" /tmp/serve8b_metrics.txt | head -20 >> "$OUT/serve8b.log"
+      tail -5 /tmp/serve8b_server.log >> "$OUT/serve8b.log"
       kill -TERM $SPID; wait $SPID ;;
     fixtures)  # regenerate the tokenizer/template fixtures with this machine's transformers and compare
       cp tests/fixtures/tokenizer/hf_corpus.json "$OUT/hf_corpus.committed.json"

@@ -56,8 +56,9 @@ Session::Session(const LoadOptions& o) {
     } else if (o.device == "cuda" || o.device.rfind("cuda:", 0) == 0) {
         // GPU activations are 16-bit: the model's own 16-bit type, f16 for f32 models (more
         // mantissa than bf16), or what --dtype asks for.
+        FS_CHECK(!wdtype || *wdtype != DType::F32,
+                 "the CUDA backend computes in bf16 or f16 (--dtype bf16|f16), not f32");
         const DType want = wdtype.value_or(cfg.dtype);
-        FS_CHECK(want != DType::F32, "the CUDA backend computes in bf16 or f16 (--dtype bf16|f16), not f32");
         backend_ = make_cuda_backend_with(o.device.size() > 5 ? std::stoi(o.device.substr(5)) : 0,
                                           want == DType::BF16 ? DType::BF16 : DType::F16);
     } else {

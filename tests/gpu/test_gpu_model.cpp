@@ -72,6 +72,7 @@ TEST(GpuModel, TransformersFixturesInBf16) {
         LoadOptions o;
         o.model = ref.value("model_dir_in_shared", json()).is_string() ? kShared + "/" + ref["model_dir_in_shared"].get<std::string>() : dir;
         o.device = "cuda";
+        o.dtype = "bf16";
         o.kv_tokens = static_cast<int64_t>(tokens.size()) + 64;
         o.max_model_len = static_cast<int64_t>(tokens.size());
         Session s(o);
