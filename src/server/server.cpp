@@ -480,7 +480,7 @@ struct Server::Impl {
                           {{"prefill_ms", prefill_s * 1e3},
                            {"ttft_ms", ttft_s * 1e3},
                            {"total_ms", total_s * 1e3}}}};
-            res.set_content(out.dump(), "application/json");
+            res.set_content(out.dump(-1, ' ', false, ojson::error_handler_t::replace), "application/json");
             return;
         }
 
@@ -495,7 +495,7 @@ struct Server::Impl {
                 CancelGuard guard{engine, stream};
                 const Parsed& p = *shared;
                 auto send = [&](const ojson& j) {
-                    const std::string s = "data: " + j.dump() + "\n\n";
+                    const std::string s = "data: " + j.dump(-1, ' ', false, ojson::error_handler_t::replace) + "\n\n";
                     return sink.write(s.data(), s.size());
                 };
                 auto chunk = [&](ojson choice) {
