@@ -98,6 +98,9 @@ public:
     // dtype of activations this backend computes in (f32 on CPU; bf16/f16 on CUDA).
     virtual DType activation_dtype() const = 0;
 
+    // dtype of the residual stream (embedding output, rmsnorm input, add_rmsnorm residual);
+    // every other activation is activation_dtype().
+    virtual DType residual_dtype() const { return activation_dtype(); }
     // dtype the backend keeps matrices in when the user does not choose (CPU: as stored).
     virtual DType default_weight_dtype(DType stored) const = 0;
 

@@ -176,7 +176,7 @@ void Model::ensure_workspace(int64_t T, int64_t R) {
     if (T > ws_tokens_ || R > ws_rows_) ws_id_ = next_id.fetch_add(1);
     if (T > ws_tokens_) {
         const int64_t cap = std::max<int64_t>(T, 16);
-        x_ = be_.alloc(a, cap, c.hidden_size);
+        x_ = be_.alloc(be_.residual_dtype(), cap, c.hidden_size);
         h_ = be_.alloc(a, cap, c.hidden_size);
         qkv_ = be_.alloc(a, cap, c.q_dim() + 2 * c.kv_dim());
         attn_out_ = be_.alloc(a, cap, c.q_dim());

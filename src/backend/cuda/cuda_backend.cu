@@ -210,6 +210,8 @@ class CudaBackend final : public Backend {
         if (g) gemv_mode_ = std::atoi(g);  // 0: never, 1: always when supported, else autotune
         const char* cg = std::getenv("FARSIGHT_CUDA_GRAPHS");
         graphs_enabled_ = !(cg && cg[0] == '0');
+        const char* rd = std::getenv("FARSIGHT_RESIDUAL");
+        residual_act_ = rd && std::string(rd) == "act";
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
@@ -232,6 +234,9 @@ class CudaBackend final : public Backend {
     }
     DType activation_dtype() const override { return act_; }
     DType default_weight_dtype(DType) const override { return act_; }
+    // f32 residual stream: one rounding less per layer than transformers' bf16 residual
+    // (FARSIGHT_RESIDUAL=act restores transformers' exact rounding).
+    DType residual_dtype() const override { return residual_act_ ? act_ : DType::F32; }
     bool fuse_weights() const override { return true; }
 
     Tensor alloc(DType dtype, int64_t rows, int64_t cols) override {
@@ -421,6 +426,12 @@ class CudaBackend final : public Backend {
         FS_CHECK(t.dtype == act_, "{}: tensor dtype {} differs from the activation dtype {}", what,
                  dtype_name(t.dtype), dtype_name(act_));
     }
+    // The residual stream may be f32 (residual_dtype()) or the activation dtype.
+    void check_res(const Tensor& t, const char* what) const {
+        FS_CHECK(t.dtype == act_ || t.dtype == DType::F32,
+                 "{}: tensor dtype {} is neither f32 nor the activation dtype {}", what,
+                 dtype_name(t.dtype), dtype_name(act_));
+    }
     void need_meta(const char* what) const {
         FS_CHECK(have_meta_, "{}: begin_forward() must be called first", what);
     }
@@ -465,6 +476,7 @@ class CudaBackend final : public Backend {
     using GraphKey = std::pair<int64_t, uint64_t>;
     std::map<GraphKey, GraphExec> graphs_;
     bool graphs_enabled_ = true;
+    bool residual_act_ = false;  // FARSIGHT_RESIDUAL=act: residual stream in the activation dtype
     int64_t graph_bucket_ = 0;  // bucket of the current step (0: eager)
     bool capturing_ = false, replay_ = false;
     GraphKey cur_graph_{0, 0};
@@ -773,7 +785,7 @@ void CudaBackend::end_step() {
 
 void CudaBackend::embedding(const Tensor& table, Tensor& out) {
     need_meta("embedding");
-    check_act(out, "embedding");
+    check_res(out, "embedding");
     const int64_t T = meta_.num_tokens();
     FS_CHECK(out.rows == T && out.cols == table.cols,
              "embedding: out is [{}, {}], expected [{}, {}]", out.rows, out.cols, T, table.cols);
@@ -781,31 +793,31 @@ void CudaBackend::embedding(const Tensor& table, Tensor& out) {
         FS_CHECK(meta_.tokens[t] >= 0 && meta_.tokens[t] < table.rows,
                  "embedding: token id {} outside the vocabulary of {}", meta_.tokens[t],
                  table.rows);
-    launch_embedding(act_, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T, out.data,
+    launch_embedding(out.dtype, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T, out.data,
                      stream_->get());
 }
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
-    check_act(x, "rmsnorm");
+    check_res(x, "rmsnorm");
     check_act(out, "rmsnorm");
     FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols,
              "rmsnorm: shapes x [{}, {}], w {} elements, out [{}, {}]", x.rows, x.cols, w.numel(),
              out.rows, out.cols);
-    launch_rmsnorm(act_, w.dtype, x.data, w.data, eps, out.data, nullptr, x.rows, x.cols,
+    launch_rmsnorm(act_, w.dtype, x.dtype, x.data, w.data, eps, out.data, nullptr, x.rows, x.cols,
                    stream_->get());
 }
 
 void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                               Tensor& out) {
     check_act(x, "add_rmsnorm");
-    check_act(residual, "add_rmsnorm");
+    check_res(residual, "add_rmsnorm");
     check_act(out, "add_rmsnorm");
     FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols &&
                  residual.rows == x.rows && residual.cols == x.cols,
              "add_rmsnorm: shapes residual [{}, {}], x [{}, {}], w {}, out [{}, {}]", residual.rows,
              residual.cols, x.rows, x.cols, w.numel(), out.rows, out.cols);
-    launch_rmsnorm(act_, w.dtype, x.data, w.data, eps, out.data, residual.data, x.rows, x.cols,
-                   stream_->get());
+    launch_rmsnorm(act_, w.dtype, residual.dtype, x.data, w.data, eps, out.data, residual.data,
+                   x.rows, x.cols, stream_->get());
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,

@@ -88,35 +88,38 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
     return s;
 }
 
-// out = w * (x * rsqrt(mean(x^2) + eps)).to(T); with residual: residual = T(residual + x) first
-// and the norm is taken of the new residual.
-template <typename T, typename W>
-__global__ void rmsnorm_kernel(const T* __restrict__ x, const W* __restrict__ w, float eps,
-                               T* __restrict__ out, T* residual, int64_t cols) {
+// out = w * (x * rsqrt(mean(x^2) + eps)).to(T); with residual: residual = R(residual + x) first
+// and the norm is taken of the new residual. R is the residual stream's type (T, as transformers
+// keeps it, or float); without a residual, x is of type R.
+template <typename T, typename W, typename R>
+__global__ void rmsnorm_kernel(const void* __restrict__ xin, const W* __restrict__ w, float eps,
+                               T* __restrict__ out, R* residual, int64_t cols) {
     __shared__ float red[32];
     int64_t r = blockIdx.x;
-    const T* xr = x + r * cols;
     T* orow = out + r * cols;
+    const R* src;
     float ss = 0.0f;
     if (residual) {
-        T* rr = residual + r * cols;
+        const T* xr = static_cast<const T*>(xin) + r * cols;
+        R* rr = residual + r * cols;
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-            T v = from_f<T>(to_f(rr[i]) + to_f(xr[i]));
+            R v = from_f<R>(to_f(rr[i]) + to_f(xr[i]));
             rr[i] = v;
             float f = to_f(v);
             ss += f * f;
         }
-        xr = rr;  // each thread re-reads only the elements it wrote itself
+        src = rr;  // each thread re-reads only the elements it wrote itself
     } else {
+        src = static_cast<const R*>(xin) + r * cols;
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-            float f = to_f(xr[i]);
+            float f = to_f(src[i]);
             ss += f * f;
         }
     }
     float total = block_sum(ss, red);
     float inv = rsqrtf(total / static_cast<float>(cols) + eps);
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-        float h = round_to<T>(to_f(xr[i]) * inv);
+        float h = round_to<T>(to_f(src[i]) * inv);
         orow[i] = from_f<T>(to_f(w[i]) * h);
     }
 }
@@ -229,7 +232,7 @@ void launch_fill_random(DType dt, void* dst, size_t n, uint64_t seed, float scal
 void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab, int64_t dim,
                       const int32_t* tokens, int64_t T, void* out, cudaStream_t st) {
     if (T == 0) return;
-    dispatch_act(dt, [&](auto a) {
+    dispatch_any(dt, [&](auto a) {  // dt: the residual stream's type (f32, bf16 or f16)
         dispatch_any(table_dt, [&](auto w) {
             using A = decltype(a);
             using W = decltype(w);
@@ -240,17 +243,22 @@ void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab
     FS_CUDA_LAUNCH("embedding_kernel");
 }
 
-void launch_rmsnorm(DType dt, DType w_dt, const void* x, const void* w, float eps, void* out,
-                    void* residual, int64_t rows, int64_t cols, cudaStream_t st) {
+void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const void* w, float eps,
+                    void* out, void* residual, int64_t rows, int64_t cols, cudaStream_t st) {
     if (rows == 0) return;
     int threads = cols >= 1024 ? 512 : (cols >= 256 ? 256 : 64);
     dispatch_act(dt, [&](auto a) {
         dispatch_any(w_dt, [&](auto ww) {
             using A = decltype(a);
             using W = decltype(ww);
-            rmsnorm_kernel<A, W><<<static_cast<unsigned>(rows), threads, 0, st>>>(
-                static_cast<const A*>(x), static_cast<const W*>(w), eps, static_cast<A*>(out),
-                static_cast<A*>(residual), cols);
+            auto run = [&](auto rz) {
+                using R = decltype(rz);
+                rmsnorm_kernel<A, W, R><<<static_cast<unsigned>(rows), threads, 0, st>>>(
+                    x, static_cast<const W*>(w), eps, static_cast<A*>(out), static_cast<R*>(residual),
+                    cols);
+            };
+            if (res_dt == DType::F32) run(float{});
+            else run(A{});
         });
     });
     FS_CUDA_LAUNCH("rmsnorm_kernel");

@@ -32,8 +32,9 @@ void launch_convert(DType src_dt, const void* src, DType dst_dt, void* dst, size
 void launch_fill_random(DType dt, void* dst, size_t n, uint64_t seed, float scale, cudaStream_t st);
 void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab, int64_t dim,
                       const int32_t* tokens, int64_t T, void* out, cudaStream_t st);
-void launch_rmsnorm(DType dt, DType w_dt, const void* x, const void* w, float eps, void* out,
-                    void* residual, int64_t rows, int64_t cols, cudaStream_t st);
+// res_dt: type of the residual (with a residual) or of x (without): f32 or the activation type.
+void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const void* w, float eps,
+                    void* out, void* residual, int64_t rows, int64_t cols, cudaStream_t st);
 void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads, int64_t head_dim,
                  int64_t half, const DevMeta& m, cudaStream_t st);
 void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_t I,
