@@ -1,6 +1,7 @@
 // farsight info: what a model is, without running it.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -39,9 +40,8 @@ int run_info(const InfoOpts& o) {
     }
     const int64_t params = count_parameters(cfg);
     const size_t kv_per_token = static_cast<size_t>(2 * cfg.num_layers * cfg.kv_dim());
-    std::string windows;
-    for (auto w : cfg.layer_window)
-        if (w) windows = std::to_string(w);
+    int64_t window = 0;  // the sliding window of the layers that have one
+    for (auto w : cfg.layer_window) window = std::max(window, w);
     nlohmann::json j = {
         {"source", source},
         {"architecture", cfg.architecture},
@@ -63,7 +63,7 @@ int run_info(const InfoOpts& o) {
         {"rope_factor", cfg.rope.factor},
         {"tie_word_embeddings", cfg.tie_word_embeddings},
         {"attention_bias", cfg.attention_bias},
-        {"sliding_window", windows.empty() ? nlohmann::json(nullptr) : nlohmann::json(std::stoll(windows))},
+        {"sliding_window", window ? nlohmann::json(window) : nlohmann::json(nullptr)},
         {"kv_bytes_per_token_bf16", kv_per_token * 2},
         {"devices", {{"cpu_threads", std::thread::hardware_concurrency()}, {"cuda", cuda_available()}}},
     };
@@ -81,7 +81,7 @@ int run_info(const InfoOpts& o) {
                cfg.head_dim, cfg.vocab_size);
     fmt::print("context        {} tokens; rope {} (theta {}{})\n", cfg.context_length(), cfg.rope.type,
                cfg.rope.theta, cfg.rope.type == "default" ? "" : fmt::format(", factor {}", cfg.rope.factor));
-    if (!windows.empty()) fmt::print("sliding window {}\n", windows);
+    if (window) fmt::print("sliding window {}\n", window);
     fmt::print("kv cache       {} bytes/token in bf16 ({} in f32)\n", kv_per_token * 2, kv_per_token * 4);
     fmt::print("devices        cpu ({} threads){}\n", std::thread::hardware_concurrency(),
                cuda_available() ? ", cuda" : "");

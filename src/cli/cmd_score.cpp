@@ -23,7 +23,6 @@ struct ScoreOpts {
 int run_score(const ScoreOpts& o) {
     const std::vector<int32_t> ids = parse_ids(o.ids);
     LoadOptions lo = o.load;
-    if (lo.max_model_len == 0) lo.max_model_len = 0;  // config default
     if (lo.kv_tokens == 0) lo.kv_tokens = static_cast<int64_t>(ids.size()) + lo.block_size;
     Session s(lo);
     const int64_t V = s.config().vocab_size;

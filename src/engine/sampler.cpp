@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/random.h"
 
 namespace farsight {
 
@@ -18,12 +19,6 @@ void TokenHistory::add_output(int32_t id) {
 }
 
 namespace {
-uint64_t splitmix(uint64_t& s) {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 }  // namespace
 
@@ -35,7 +30,7 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
     FS_CHECK(p.repetition_penalty > 0, "repetition penalty must be > 0 (got {})", p.repetition_penalty);
     uint64_t s = p.has_seed ? p.seed
                             : static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
-    for (auto& x : state_) x = splitmix(s);
+    for (auto& x : state_) x = splitmix64(s);
 }
 
 double Sampler::uniform() {  // xoshiro256**

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "core/random.h"
 #include "core/thread_pool.h"
 #include "model/model.h"
 
@@ -13,12 +14,6 @@ namespace farsight {
 
 namespace {
 
-uint64_t splitmix64(uint64_t& s) {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 uint64_t hash_name(const std::string& s, uint64_t seed) {
     uint64_t h = 1469598103934665603ull ^ seed;
