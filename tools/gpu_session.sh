@@ -41,6 +41,14 @@ for s in $STEPS; do
     bench8b) run bench_llama3-8b_128k 400 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 16 \
         --prefill-lens 131072 --decode-ctx 131072 --decode-batches 1 --max-model-len 131200 --kv-tokens 131328 \
         --commit "$COMMIT" --json "$OUT/bench_llama3-8b_128k.json" ;;
+    profile)  # per-kernel durations (ncu, clocks left alone) of decode steps: b1 ctx 128 and 32K, b32 ctx 1K
+      run profile 420 ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+        --log-file "$OUT/ncu_decode.csv" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 2 \
+        --prefill-lens 16 --decode-ctx 128 32768 --decode-batches 32 --batch-ctx 1024 --kv-tokens 70000 ;;
+    profile_prefill)  # per-kernel durations of an 8K-token prefill
+      run profile_prefill 300 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
+        --log-file "$OUT/ncu_prefill.csv" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \
+        --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 ;;
     serve8b)  # issue 5: 1,000 ShareGPT-like requests against the Llama-3-8B shape in bf16
       "$BIN/farsight" serve --device cuda --dummy llama3-8b --tokenizer "$ROOT/.gpu/shared/tokenizers/llama3" \
           --port 8123 --max-num-seqs 128 --max-model-len 4096 --kv-tokens 400000 --served-model-name llama3-8b \

@@ -171,6 +171,24 @@ public:
     virtual void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) = 0;
     // gate_up [T, 2I] -> out [T, I] = silu(gate) * up
     virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+    // ---- fused one-row decode ops (optional; the CPU backend has none) ----
+    // Whether a step of `rows` rows whose matrices have at most `max_k` columns may run each
+    // layer as norm_linear, rope, attention, linear_residual, norm_linear,
+    // silu_linear_residual (the same arithmetic as the separate ops, fewer kernels).
+    virtual bool fused_decode(int64_t rows, int64_t max_k) const {
+        (void)rows;
+        (void)max_k;
+        return false;
+    }
+    // out = (rmsnorm(residual) * w) @ W^T (+ bias)
+    virtual void norm_linear(const Tensor& residual, const Tensor& w, float eps, const Tensor& W,
+                             const Tensor* bias, Tensor& out);
+    // residual += x @ W^T (+ bias), the product rounded to the activation dtype first
+    virtual void linear_residual(const Tensor& x, const Tensor& W, const Tensor* bias,
+                                 Tensor& residual);
+    // residual += (silu(gate) * up) @ W^T (+ bias) for gate_up [T, 2I]
+    virtual void silu_linear_residual(const Tensor& gate_up, const Tensor& W, const Tensor* bias,
+                                      Tensor& residual);
     // out[i] = x[rows[i]] for rows = meta.logit_rows
     virtual void gather_logit_rows(const Tensor& x, Tensor& out) = 0;
     virtual void synchronize() = 0;

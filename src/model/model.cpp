@@ -211,7 +211,29 @@ void Model::forward(const BatchMeta& meta, float* logits) {
     const int64_t Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
     auto bias = [](const Tensor& b) { return b.empty() ? nullptr : &b; };
 
-    if (!be_.begin_step(meta, ws_id_)) {
+    const bool fused_decode =
+        fused_ && be_.fused_decode(T, std::max<int64_t>(c.hidden_size, c.intermediate_size));
+    if (fused_decode) {  // one-row decode: each norm / silu / residual add inside a linear
+        if (!be_.begin_step(meta, ws_id_)) {
+            be_.embedding(embed_, x);
+            for (size_t li = 0; li < layers_.size(); ++li) {
+                const Layer& L = layers_[li];
+                be_.norm_linear(x, L.ln1, eps, L.qkv, bias(L.bqkv), qkv);
+                be_.rope(qkv, attn_[li]);
+                be_.attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
+                be_.linear_residual(attn, L.o, bias(L.bo), x);
+                be_.norm_linear(x, L.ln2, eps, L.gate_up, bias(L.bgate_up), gu);
+                be_.silu_linear_residual(gu, L.down, bias(L.bdown), x);
+            }
+            be_.rmsnorm(x, norm_, eps, h);
+            if (Rp > 0) {
+                Tensor last = last_.rows_view(0, Rp);
+                be_.gather_logit_rows(h, last);
+                Tensor lg = logits_.rows_view(0, Rp);
+                be_.linear(last, lm_head_, nullptr, lg);
+            }
+        }
+    } else if (!be_.begin_step(meta, ws_id_)) {
         be_.embedding(embed_, x);
         for (size_t li = 0; li < layers_.size(); ++li) {
             const Layer& L = layers_[li];

@@ -128,6 +128,70 @@ TEST(CudaLinear, GemvAndCublasPaths) {
     }
 }
 
+// The fused one-row decode ops (norm_linear, linear_residual, silu_linear_residual) against
+// fp64 references computed from the same rounded inputs, for an f32 and an activation-dtype
+// residual, shapes with partial chunks per lane (K/8 not a multiple of 32) and several rows
+// per warp, with and without bias.
+TEST_P(CudaOps, FusedDecodeOps) {
+    FS_REQUIRE_GPU();
+    const DType dt = GetParam();
+    Backend& b = gpu(dt);
+    ASSERT_TRUE(b.fused_decode(1, 4096));
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{200, 136}, {1032, 520}, {4100, 1024}}) {
+        for (DType rdt : {DType::F32, dt}) {
+            const bool with_bias = N != 1032;
+            auto res = randv(K, rdt, 2.0f), lnw = randv(K, dt, 1.5f), w = randv(N * K, dt, 0.5f);
+            auto bias = randv(N, dt);
+            Tensor tres = upload(b, res, 1, K, rdt), tln = upload(b, lnw, 1, K, dt);
+            Tensor tw = upload(b, w, N, K, dt), tb = upload(b, bias, 1, N, dt);
+            const Tensor* bp = with_bias ? &tb : nullptr;
+            // norm_linear
+            Tensor out = poisoned(b, 1, N, dt);
+            b.norm_linear(tres, tln, 1e-5f, tw, bp, out);
+            auto got = download(b, out);
+            double ss = 0;
+            for (float v : res) ss += double(v) * v;
+            const double inv = 1.0 / std::sqrt(ss / K + 1e-5);
+            std::vector<double> h(K), ref(N);
+            for (int64_t k = 0; k < K; ++k) h[k] = round_to(dt, lnw[k] * round_to(dt, res[k] * inv));
+            for (int64_t n = 0; n < N; ++n) {
+                double acc = with_bias ? bias[n] : 0.0;
+                for (int64_t k = 0; k < K; ++k) acc += h[k] * w[n * K + k];
+                ref[n] = acc;
+            }
+            EXPECT_LT(rel_l2(got, ref), 1e-2) << "norm_linear N=" << N << " K=" << K;
+            // linear_residual: residual [1, N] += T(x @ W^T + bias)
+            auto x = randv(K, dt), r0 = randv(N, rdt, 4.0f);
+            Tensor tx = upload(b, x, 1, K, dt), tr = upload(b, r0, 1, N, rdt);
+            b.linear_residual(tx, tw, bp, tr);
+            auto got_r = download(b, tr);
+            std::vector<double> ref_r(N);
+            for (int64_t n = 0; n < N; ++n) {
+                double acc = with_bias ? bias[n] : 0.0;
+                for (int64_t k = 0; k < K; ++k) acc += double(x[k]) * w[n * K + k];
+                ref_r[n] = r0[n] + acc;
+            }
+            EXPECT_LT(rel_l2(got_r, ref_r), 1e-2) << "linear_residual N=" << N << " K=" << K;
+            // silu_linear_residual: gate_up [1, 2K]
+            auto gu = randv(2 * K, dt, 3.0f), r1 = randv(N, rdt, 4.0f);
+            Tensor tgu = upload(b, gu, 1, 2 * K, dt), tr1 = upload(b, r1, 1, N, rdt);
+            b.silu_linear_residual(tgu, tw, bp, tr1);
+            auto got_s = download(b, tr1);
+            std::vector<double> act(K), ref_s(N);
+            for (int64_t k = 0; k < K; ++k) {
+                const double g = gu[k];
+                act[k] = round_to(dt, round_to(dt, g / (1.0 + std::exp(-g))) * gu[K + k]);
+            }
+            for (int64_t n = 0; n < N; ++n) {
+                double acc = with_bias ? bias[n] : 0.0;
+                for (int64_t k = 0; k < K; ++k) acc += act[k] * w[n * K + k];
+                ref_s[n] = r1[n] + acc;
+            }
+            EXPECT_LT(rel_l2(got_s, ref_s), 1e-2) << "silu_linear_residual N=" << N << " K=" << K;
+        }
+    }
+}
+
 TEST_P(CudaOps, SiluMul) {
     FS_REQUIRE_GPU();
     const DType dt = GetParam();

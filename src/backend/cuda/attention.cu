@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <cfloat>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
@@ -92,6 +95,8 @@ __device__ __forceinline__ void load_lane(const T* row, int lane, int64_t D, flo
 template <typename T, int DPL>
 __global__ void __launch_bounds__(kSkWarps * 32)
     splitk_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
+    pdl_trigger();
+    pdl_wait();
     constexpr int DMAX = DPL * 32;
     __shared__ float q_s[kGMax][DMAX];
     __shared__ float p_s[kSkWarps][kGMax][32];
@@ -264,6 +269,8 @@ constexpr int kDecWarps = 4;
 template <typename T, int D, int GP>
 __global__ void __launch_bounds__(kDecWarps * 32)
     decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
+    pdl_trigger();
+    pdl_wait();
     constexpr int LPK = D / 8;          // lanes per key row
     constexpr int KPW = 32 / LPK;       // key rows per warp load
     constexpr int U = GP >= 8 ? 2 : 4;  // loads in flight per lane (registers)
@@ -424,6 +431,8 @@ __global__ void __launch_bounds__(kDecWarps * 32)
 template <typename T>
 __global__ void splitk_reduce_kernel(AttnLaunch a, DevMeta m, int64_t splits, const float* ml,
                                      const float* accw) {
+    pdl_trigger();
+    pdl_wait();
     const int64_t tok_idx = blockIdx.x, h = blockIdx.y, D = a.D;
     const int32_t t = m.decode_tokens[tok_idx];
     const size_t part0 = (static_cast<size_t>(tok_idx) * a.H + h) * splits;
@@ -890,7 +899,8 @@ void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     const int64_t qgroups = (G + kGMax - 1) / kGMax;
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
               static_cast<unsigned>(n_tokens));
-    splitk_kernel<T, DPL><<<grid, kSkWarps * 32, 0, st>>>(a, m, splits, ml, accw);
+    launch_pdl(splitk_kernel<T, DPL>, grid, dim3(kSkWarps * 32), 0, st, "splitk_kernel", a, m,
+               splits, ml, accw);
     FS_CUDA_LAUNCH("splitk_kernel");
 }
 
@@ -901,7 +911,8 @@ void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     const int64_t qgroups = (G + GP - 1) / GP;
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
               static_cast<unsigned>(n_tokens));
-    decode_kernel<T, D, GP><<<grid, kDecWarps * 32, 0, st>>>(a, m, splits, ml, accw);
+    launch_pdl(decode_kernel<T, D, GP>, grid, dim3(kDecWarps * 32), 0, st, "decode_kernel", a, m,
+               splits, ml, accw);
     FS_CUDA_LAUNCH("decode_kernel");
 }
 
@@ -939,7 +950,9 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     else
         fail("attention: head_dim {} > 256 is not supported by the CUDA backend", a.D);
     dim3 g2(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.H));
-    splitk_reduce_kernel<T><<<g2, a.D >= 128 ? 128 : 64, 0, st>>>(a, m, splits, ml, accw);
+    launch_pdl(splitk_reduce_kernel<T>, g2, dim3(a.D >= 128 ? 128 : 64), 0, st,
+               "splitk_reduce_kernel", a, m, splits, static_cast<const float*>(ml),
+               static_cast<const float*>(accw));
     FS_CUDA_LAUNCH("splitk_reduce_kernel");
 }
 
@@ -949,15 +962,66 @@ size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t sp
     return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
 }
 
-int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx,
-                             int num_sms) {
+namespace {
+template <typename K>
+int occupancy(K kernel, int threads) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 4;
+    }
+    return std::max(n, 1);
+}
+template <typename T>
+int decode_occupancy_t(int64_t D, int64_t G) {
+    constexpr int th = kDecWarps * 32;
+    if (D == 64 || D == 128) {
+        const bool d64 = D == 64;
+        if (G == 1) return occupancy(d64 ? decode_kernel<T, 64, 1> : decode_kernel<T, 128, 1>, th);
+        if (G == 2) return occupancy(d64 ? decode_kernel<T, 64, 2> : decode_kernel<T, 128, 2>, th);
+        if (G <= 4) return occupancy(d64 ? decode_kernel<T, 64, 4> : decode_kernel<T, 128, 4>, th);
+        return occupancy(d64 ? decode_kernel<T, 64, 8> : decode_kernel<T, 128, 8>, th);
+    }
+    const int s = kSkWarps * 32;
+    if (D <= 32) return occupancy(splitk_kernel<T, 1>, s);
+    if (D <= 64) return occupancy(splitk_kernel<T, 2>, s);
+    if (D <= 128) return occupancy(splitk_kernel<T, 4>, s);
+    return occupancy(splitk_kernel<T, 8>, s);
+}
+// Resident blocks per SM of the decode kernel that runs this geometry (cached).
+int decode_occupancy(DType dt, int64_t D, int64_t G) {
+    static std::mutex mu;
+    static std::map<std::tuple<int, int64_t, int64_t>, int> cache;
+    std::lock_guard<std::mutex> lk(mu);
+    const auto key = std::make_tuple(static_cast<int>(dt), D, G);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+    const int n = dt == DType::BF16 ? decode_occupancy_t<__nv_bfloat16>(D, G)
+                                    : decode_occupancy_t<__half>(D, G);
+    cache.emplace(key, n);
+    return n;
+}
+}  // namespace
+
+int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
+                             int64_t max_ctx, int num_sms) {
     const int64_t G = H / KVH;
     const int64_t base = std::max<int64_t>(1, n_tokens * KVH * ((G + kGMax - 1) / kGMax));
-    // about four blocks per SM in all (blocks beyond a sequence's length exit at once)
-    int64_t s = (4 * static_cast<int64_t>(num_sms) + base - 1) / base;
-    s = std::min<int64_t>(std::max<int64_t>(s, 1), kMaxSplits);
-    if (max_ctx > 0) s = std::min<int64_t>(s, (max_ctx + kMinPart - 1) / kMinPart);
-    return std::max<int64_t>(s, 1);
+    const int64_t slots =
+        std::max<int64_t>(1, static_cast<int64_t>(decode_occupancy(dt, D, G)) * num_sms);
+    int64_t cap = kMaxSplits;
+    if (max_ctx > 0) cap = std::min<int64_t>(cap, (max_ctx + kMinPart - 1) / kMinPart);
+    cap = std::max<int64_t>(cap, 1);
+    // Blocks of one launch do equal work (a full-length context each; shorter ones exit
+    // early): time ~ waves / splits. Take the fewest partitions within 5% of the best.
+    auto cost = [&](int64_t s) {
+        return static_cast<double>((base * s + slots - 1) / slots) / static_cast<double>(s);
+    };
+    double best = 1e30;
+    for (int64_t s = 1; s <= cap; ++s) best = std::min(best, cost(s));
+    for (int64_t s = 1; s <= cap; ++s)
+        if (cost(s) <= best * 1.05) return s;
+    return 1;
 }
 
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,

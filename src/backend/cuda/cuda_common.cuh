@@ -44,6 +44,43 @@ namespace farsight::cuda {
             ::farsight::cuda::cuda_fail(fs_err_, what, __FILE__, __LINE__); \
     } while (0)
 
+// Programmatic dependent launch (sm_90+). A kernel launched with launch_pdl() may start while
+// the kernel before it in the stream is still running; it must call pdl_wait() before it reads
+// anything an earlier kernel wrote or writes anything an earlier kernel reads (weights and
+// other constant inputs may be read before). pdl_wait() returns once every earlier kernel has
+// completed and its writes are visible (each kernel waits for its own predecessor, so the
+// order is transitive). pdl_trigger() lets the next kernel start launching. Both are no-ops
+// when the kernel was launched normally or on GPUs before sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Whether launch_pdl() asks for programmatic dependent launch (device 0 of compute capability
+// >= 9, and FARSIGHT_PDL is not 0). Defined in cuda_backend.cu.
+bool pdl_enabled();
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                const char* what, Args&&... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+    if (e != cudaSuccess) cuda_fail(e, what, __FILE__, __LINE__);
+}
+
 // Unique owner of a device allocation.
 class DeviceBuffer {
   public:

@@ -65,6 +65,8 @@ __global__ void fill_random_kernel(T* dst, size_t n, uint64_t seed, float scale)
 template <typename T, typename W>
 __global__ void embedding_kernel(const W* __restrict__ table, int64_t vocab, int64_t dim,
                                  const int32_t* __restrict__ tokens, T* __restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
     int64_t t = blockIdx.x;
     int32_t tok = tokens[t];
     T* o = out + t * dim;
@@ -94,6 +96,8 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 template <typename T, typename W, typename R>
 __global__ void rmsnorm_kernel(const void* __restrict__ xin, const W* __restrict__ w, float eps,
                                T* __restrict__ out, R* residual, int64_t cols) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ float red[32];
     int64_t r = blockIdx.x;
     T* orow = out + r * cols;
@@ -129,6 +133,8 @@ __global__ void rmsnorm_kernel(const void* __restrict__ xin, const W* __restrict
 template <typename T>
 __global__ void rope_kernel(T* qkv, int64_t ld, int64_t n_heads, int64_t head_dim, int64_t half,
                             DevMeta m) {
+    pdl_trigger();
+    pdl_wait();
     int64_t t = blockIdx.x;
     int32_t s = m.token_seq[t];
     int32_t var = m.seqs[s].rope_variant;
@@ -155,6 +161,8 @@ __global__ void rope_kernel(T* qkv, int64_t ld, int64_t n_heads, int64_t head_di
 template <typename T>
 __global__ void silu_mul_kernel(const T* __restrict__ gu, T* __restrict__ out, int64_t T_,
                                 int64_t I) {
+    pdl_trigger();
+    pdl_wait();
     size_t n = static_cast<size_t>(T_) * I;
     for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < n;
          idx += size_t(gridDim.x) * blockDim.x) {
@@ -168,6 +176,8 @@ __global__ void silu_mul_kernel(const T* __restrict__ gu, T* __restrict__ out, i
 
 __global__ void gather_rows_kernel(const char* __restrict__ x, size_t row_bytes,
                                    const int32_t* __restrict__ rows, char* __restrict__ out) {
+    pdl_trigger();
+    pdl_wait();
     int64_t i = blockIdx.x;
     const char* src = x + static_cast<size_t>(rows[i]) * row_bytes;
     char* dst = out + static_cast<size_t>(i) * row_bytes;
@@ -184,6 +194,8 @@ template <typename T>
 __global__ void kv_store_kernel(const T* __restrict__ qkv, int64_t ld, int64_t H, int64_t KVH,
                                 int64_t D, const int32_t* __restrict__ slots, T* k_pool,
                                 T* v_pool) {
+    pdl_trigger();
+    pdl_wait();
     int64_t t = blockIdx.x;
     int64_t slot = slots[t];
     if (slot < 0) return;  // padding token: nothing to store
@@ -236,8 +248,9 @@ void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab
         dispatch_any(table_dt, [&](auto w) {
             using A = decltype(a);
             using W = decltype(w);
-            embedding_kernel<A, W><<<static_cast<unsigned>(T), 256, 0, st>>>(
-                static_cast<const W*>(table), vocab, dim, tokens, static_cast<A*>(out));
+            launch_pdl(embedding_kernel<A, W>, dim3(static_cast<unsigned>(T)), dim3(256), 0, st,
+                       "embedding_kernel", static_cast<const W*>(table), vocab, dim, tokens,
+                       static_cast<A*>(out));
         });
     });
     FS_CUDA_LAUNCH("embedding_kernel");
@@ -253,9 +266,9 @@ void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const voi
             using W = decltype(ww);
             auto run = [&](auto rz) {
                 using R = decltype(rz);
-                rmsnorm_kernel<A, W, R><<<static_cast<unsigned>(rows), threads, 0, st>>>(
-                    x, static_cast<const W*>(w), eps, static_cast<A*>(out), static_cast<R*>(residual),
-                    cols);
+                launch_pdl(rmsnorm_kernel<A, W, R>, dim3(static_cast<unsigned>(rows)),
+                           dim3(threads), 0, st, "rmsnorm_kernel", x, static_cast<const W*>(w),
+                           eps, static_cast<A*>(out), static_cast<R*>(residual), cols);
             };
             if (res_dt == DType::F32) run(float{});
             else run(A{});
@@ -271,8 +284,8 @@ void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads
     int threads = work >= 512 ? 512 : (work >= 128 ? 128 : 32);
     dispatch_act(dt, [&](auto a) {
         using A = decltype(a);
-        rope_kernel<A><<<static_cast<unsigned>(T), threads, 0, st>>>(
-            static_cast<A*>(qkv), ld, n_rot_heads, head_dim, half, m);
+        launch_pdl(rope_kernel<A>, dim3(static_cast<unsigned>(T)), dim3(threads), 0, st,
+                   "rope_kernel", static_cast<A*>(qkv), ld, n_rot_heads, head_dim, half, m);
     });
     FS_CUDA_LAUNCH("rope_kernel");
 }
@@ -283,8 +296,8 @@ void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_
     if (n == 0) return;
     dispatch_act(dt, [&](auto a) {
         using A = decltype(a);
-        silu_mul_kernel<A><<<grid_for(n, 256), 256, 0, st>>>(static_cast<const A*>(gate_up),
-                                                             static_cast<A*>(out), T, I);
+        launch_pdl(silu_mul_kernel<A>, dim3(grid_for(n, 256)), dim3(256), 0, st,
+                   "silu_mul_kernel", static_cast<const A*>(gate_up), static_cast<A*>(out), T, I);
     });
     FS_CUDA_LAUNCH("silu_mul_kernel");
 }
@@ -292,8 +305,9 @@ void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_
 void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, int64_t n, void* out,
                         cudaStream_t st) {
     if (n == 0) return;
-    gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(
-        static_cast<const char*>(x), row_bytes, rows, static_cast<char*>(out));
+    launch_pdl(gather_rows_kernel, dim3(static_cast<unsigned>(n)), dim3(128), 0, st,
+               "gather_rows_kernel", static_cast<const char*>(x), row_bytes, rows,
+               static_cast<char*>(out));
     FS_CUDA_LAUNCH("gather_rows_kernel");
 }
 
@@ -302,9 +316,9 @@ void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H
     if (T == 0) return;
     dispatch_act(dt, [&](auto a) {
         using A = decltype(a);
-        kv_store_kernel<A><<<static_cast<unsigned>(T), 256, 0, st>>>(
-            static_cast<const A*>(qkv), ld, H, KVH, D, slots, static_cast<A*>(k_pool),
-            static_cast<A*>(v_pool));
+        launch_pdl(kv_store_kernel<A>, dim3(static_cast<unsigned>(T)), dim3(256), 0, st,
+                   "kv_store_kernel", static_cast<const A*>(qkv), ld, H, KVH, D, slots,
+                   static_cast<A*>(k_pool), static_cast<A*>(v_pool));
     });
     FS_CUDA_LAUNCH("kv_store_kernel");
 }

@@ -49,6 +49,17 @@ bool gemv_supported(int64_t T, int64_t N, int64_t K);
 void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
                  int64_t N, int64_t K, int num_sms, cudaStream_t st);
 
+// One-row GEMV (batch-1 decode) with fused neighbours, K % 8 == 0, K <= 16384:
+//   Plain:               out[N] = x[K] @ W^T (+bias)
+//   NormIn:              out = (rmsnorm(x = residual) * ln) @ W^T (+bias)   (res_dt: x's type)
+//   AddToResidual:       out = residual[N] += T(x @ W^T (+bias))            (res_dt: out's type)
+//   SiluInAddToResidual: residual += T((silu(gate) * up) @ W^T (+bias)), x = gate_up [2K]
+enum class Gemv1Op { Plain, NormIn, AddToResidual, SiluInAddToResidual };
+bool gemv1_supported(int64_t N, int64_t K);
+void launch_gemv1(DType dt, Gemv1Op op, DType res_dt, DType ln_dt, const void* x, const void* ln,
+                  float eps, const void* w, const void* bias, void* out, int64_t N, int64_t K,
+                  int num_sms, cudaStream_t st);
+
 // Attention over the paged cache. See attention.cu.
 struct AttnLaunch {
     DType dt;
@@ -67,8 +78,10 @@ struct AttnLaunch {
 // depend on context lengths. max_ctx: the longest visible context when known, else 0 (graph
 // recording). `work` must hold splitk_workspace_bytes(...).
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits);
-int64_t splitk_choose_splits(int64_t n_tokens, int64_t H, int64_t KVH, int64_t max_ctx,
-                             int num_sms);
+// Partitions per (token, kv head) for the decode kernel: enough blocks to fill the device in
+// balanced waves (occupancy of the kernel that runs), no partition under 64 keys of max_ctx.
+int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
+                             int64_t max_ctx, int num_sms);
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
                              int64_t splits, void* work, cudaStream_t st);
 // Tiled tensor-core (mma.sync) prefill over m.prefill_tiles (64 query rows of one sequence).
