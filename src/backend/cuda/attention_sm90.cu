@@ -330,7 +330,10 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         wg_wait0();
         reg_fence(s);
 
-        // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3])
+        // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3]). The row
+        // maximum is taken on the raw scores (the scale is positive); p = 2^(s*sl2 - m) is
+        // one FFMA and one exp2f per score (ex2.approx.ftz through inline asm saves two
+        // instructions per score but tips the register allocation into spills at 168). mr / muse are in scaled (base-2) units.
         const bool need_mask = a.window > 0 || kt + BC - 1 > p_min || !v0 || !v1;
         float mx[2] = {-INFINITY, -INFINITY};
         if (need_mask) {
@@ -342,26 +345,20 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
                     const bool rv = e < 2 ? v0 : v1;
                     const int32_t pos = e < 2 ? pos0 : pos1;
                     const bool ok = rv && key <= pos && (a.window <= 0 || pos - key < a.window);
-                    s[4 * nt + e] = ok ? s[4 * nt + e] * sl2 : -INFINITY;
+                    s[4 * nt + e] = ok ? s[4 * nt + e] : -INFINITY;
                     mx[e / 2] = fmaxf(mx[e / 2], s[4 * nt + e]);
                 }
             }
         } else {
 #pragma unroll
-            for (int nt = 0; nt < BC / 8; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    s[4 * nt + e] *= sl2;
-                    mx[e / 2] = fmaxf(mx[e / 2], s[4 * nt + e]);
-                }
-            }
+            for (int i = 0; i < BC / 2; ++i) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
         }
         float alpha[2], muse[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float mnew = fmaxf(mr[r], mx[r]);
+            const float mnew = fmaxf(mr[r], mx[r] * sl2);  // -inf stays -inf
             muse[r] = mnew == -INFINITY ? 0.0f : mnew;
             alpha[r] = exp2f(mr[r] - muse[r]);  // 0 when mr was -inf
             mr[r] = mnew;
@@ -369,7 +366,7 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         float rs[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int i = 0; i < BC / 2; ++i) {
-            const float p = exp2f(s[i] - muse[(i >> 1) & 1]);
+            const float p = exp2f(fmaf(s[i], sl2, -muse[(i >> 1) & 1]));  // 0 for -inf
             s[i] = p;
             rs[(i >> 1) & 1] += p;
         }
@@ -434,6 +431,10 @@ void launch_sm90(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     std::call_once(attr_once, [] {
         FS_CUDA(cudaFuncSetAttribute(prefill_sm90_kernel<T, D>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        // the largest shared-memory carve-out, so that sm90_min_blocks<D>() CTAs fit an SM
+        FS_CUDA(cudaFuncSetAttribute(prefill_sm90_kernel<T, D>,
+                                     cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     cudaSharedmemCarveoutMaxShared));
     });
     const WgStrides ws = wg_strides(D, env_on("FARSIGHT_WGMMA_SWAP_K"),
                                     env_on("FARSIGHT_WGMMA_SWAP_V"));
@@ -521,10 +522,12 @@ __global__ void __launch_bounds__(128) wgmma_probe_kernel(const uint16_t* a, con
 // synchronise, which a capture in thread-local mode would otherwise refuse).
 template <typename F>
 void relaxed_capture(F&& f) {
-    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
-    FS_CUDA(cudaThreadExchangeStreamCaptureMode(&mode));
+    struct Restore {
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        ~Restore() { cudaThreadExchangeStreamCaptureMode(&mode); }
+    } r;
+    FS_CUDA(cudaThreadExchangeStreamCaptureMode(&r.mode));
     f();
-    FS_CUDA(cudaThreadExchangeStreamCaptureMode(&mode));
 }
 
 }  // namespace
