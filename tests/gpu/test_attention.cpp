@@ -213,6 +213,10 @@ std::vector<Case> cases() {
         {"decode_gqa8_d64", 16, 2, 64, 16, 0, {{1500, 1}, {3, 1}, {257, 1}}},
         // head_dim 256 (split-K path), sliding window smaller than a block
         {"d256_window7", 4, 2, 256, 16, 7, {{0, 20}, {40, 1}, {3, 30}}},
+        // tiled prefill, fp16, head_dim 64, a window across tiles, chunked (sm90 f16/64 path)
+        {"f16_prefill_d64_window100", 4, 2, 64, 16, 100, {{0, 200}, {130, 70}, {5, 8}}, DType::F16},
+        // tiled prefill with a block size that is not a power of two (division path)
+        {"prefill_bs24_d128", 4, 1, 128, 24, 0, {{0, 150}, {70, 90}}},
     };
 }
 
@@ -251,7 +255,8 @@ TEST(CudaWgmma, DescriptorProbe) {
     gpu();  // device context
     if (!cuda::prefill_sm90_available())
         GTEST_SKIP() << "no sm_90a code for this device (needs compute capability 9.0)";
-    std::vector<float> af = randv(64 * 16, DType::BF16, 1.0f), bf = randv(16 * 64, DType::BF16, 1.0f);
+    std::vector<float> af = randv(64 * 16, DType::BF16, 1.0f),
+                       bf = randv(16 * 64, DType::BF16, 1.0f);
     std::vector<uint16_t> a(af.size()), b(bf.size());
     for (size_t i = 0; i < af.size(); ++i) a[i] = f32_to_bf16(af[i]);
     for (size_t i = 0; i < bf.size(); ++i) b[i] = f32_to_bf16(bf[i]);

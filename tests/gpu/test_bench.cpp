@@ -159,7 +159,8 @@ TEST(CudaBench, Attention) {
             const char* prefill;
             const char* v1;
         };
-        for (Variant v : {Variant{"", "", "0"}, Variant{"_v2", "v2", "0"}, Variant{"_v1", "", "1"}}) {
+        for (Variant v :
+             {Variant{"", "", "0"}, Variant{"_v2", "v2", "0"}, Variant{"_v1", "", "1"}}) {
             setenv("FARSIGHT_PREFILL", v.prefill, 1);
             setenv("FARSIGHT_PREFILL_V1", v.v1, 1);
             double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });

@@ -153,7 +153,7 @@ struct Pack<__half> {
 
 // d (64 x N, f32) = A (64 x 16, registers) * B (16 x N, smem descriptor) + (scale_d ? d : 0).
 // TRANS = imm-trans-b: 0 = B K-major, 1 = B MN-major.
-#define FS_F8(d, i)                                                                         \
+#define FS_F8(d, i)                                                                             \
     "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
         "+f"(d[i + 6]), "+f"(d[i + 7])
 #define FS_F32(d) FS_F8(d, 0), FS_F8(d, 8), FS_F8(d, 16), FS_F8(d, 24)
@@ -164,19 +164,19 @@ struct Pack<__half> {
         "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                           \
         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY                                \
         " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
-        "%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"      \
+        "%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"     \
         : FS_F32(d)                                                                            \
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TRANS))
 
-#define FS_WG_N128(TY)                                                                          \
-    asm volatile(                                                                               \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                            \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY                                \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,"  \
-        "%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,"  \
-        "%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63},"     \
-        " {%64,%65,%66,%67}, %68, p, 1, 1, %70;\n}\n"                                           \
-        : FS_F64(d)                                                                             \
+#define FS_WG_N128(TY)                                                                         \
+    asm volatile(                                                                              \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                           \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY                               \
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
+        "%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43," \
+        "%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63},"    \
+        " {%64,%65,%66,%67}, %68, p, 1, 1, %70;\n}\n"                                          \
+        : FS_F64(d)                                                                            \
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TRANS))
 
 template <typename T, int N, int TRANS>
@@ -333,7 +333,8 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3]). The row
         // maximum is taken on the raw scores (the scale is positive); p = 2^(s*sl2 - m) is
         // one FFMA and one exp2f per score (ex2.approx.ftz through inline asm saves two
-        // instructions per score but tips the register allocation into spills at 168). mr / muse are in scaled (base-2) units.
+        // instructions per score but tips the register allocation into spills at 168). mr / muse
+        // are in scaled (base-2) units.
         const bool need_mask = a.window > 0 || kt + BC - 1 > p_min || !v0 || !v1;
         float mx[2] = {-INFINITY, -INFINITY};
         if (need_mask) {
@@ -436,8 +437,8 @@ void launch_sm90(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
                                      cudaFuncAttributePreferredSharedMemoryCarveout,
                                      cudaSharedmemCarveoutMaxShared));
     });
-    const WgStrides ws = wg_strides(D, env_on("FARSIGHT_WGMMA_SWAP_K"),
-                                    env_on("FARSIGHT_WGMMA_SWAP_V"));
+    const WgStrides ws =
+        wg_strides(D, env_on("FARSIGHT_WGMMA_SWAP_K"), env_on("FARSIGHT_WGMMA_SWAP_V"));
     dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
     prefill_sm90_kernel<T, D><<<grid, kSm90Threads, smem, st>>>(a, m, ws);
     FS_CUDA_LAUNCH("prefill_sm90_kernel");
@@ -457,8 +458,8 @@ __global__ void sm90_feature_probe_kernel(int* out) {
 // chunk = 8 consecutive k of one n) or MN-major (as the V tile with D = 64, chunk = 8
 // consecutive n of one k). d: [64][64] row-major.
 template <bool MN>
-__global__ void __launch_bounds__(128) wgmma_probe_kernel(const uint16_t* a, const uint16_t* b,
-                                                          float* d, uint32_t lbo, uint32_t sbo) {
+__global__ void __launch_bounds__(128)
+    wgmma_probe_kernel(const uint16_t* a, const uint16_t* b, float* d, uint32_t lbo, uint32_t sbo) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     // 2 KB of data; 16 KB so that the wrong convention still reads inside the allocation
     __shared__ __align__(128) uint16_t bsm[8192];
@@ -536,7 +537,8 @@ bool prefill_sm90_available() {
     static const bool avail = [] {
         int dev = 0;
         cudaDeviceProp prop{};
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
             return false;
         if (prop.major != 9 || prop.minor != 0) return false;
         int got = 0;
@@ -573,8 +575,7 @@ void launch_attention_prefill_sm90(const AttnLaunch& a, const DevMeta& m, cudaSt
     }
 }
 
-bool wgmma_probe_sm90(bool mn_major, bool swapped, const uint16_t* a, const uint16_t* b,
-                      float* d) {
+bool wgmma_probe_sm90(bool mn_major, bool swapped, const uint16_t* a, const uint16_t* b, float* d) {
     if (!prefill_sm90_available()) return false;
     // the strides the prefill kernel would use: K tile with D = 16 / V tile with D = 64
     const WgStrides ws = wg_strides(mn_major ? 64 : 16, swapped, swapped);
@@ -583,11 +584,11 @@ bool wgmma_probe_sm90(bool mn_major, bool swapped, const uint16_t* a, const uint
     FS_CUDA(cudaMemcpy(da.get(), a, 64 * 16 * 2, cudaMemcpyHostToDevice));
     FS_CUDA(cudaMemcpy(db.get(), b, 16 * 64 * 2, cudaMemcpyHostToDevice));
     if (mn_major)
-        wgmma_probe_kernel<true><<<1, 128>>>(da.as<uint16_t>(), db.as<uint16_t>(), dd.as<float>(),
-                                             lbo, sbo);
+        wgmma_probe_kernel<true>
+            <<<1, 128>>>(da.as<uint16_t>(), db.as<uint16_t>(), dd.as<float>(), lbo, sbo);
     else
-        wgmma_probe_kernel<false><<<1, 128>>>(da.as<uint16_t>(), db.as<uint16_t>(),
-                                              dd.as<float>(), lbo, sbo);
+        wgmma_probe_kernel<false>
+            <<<1, 128>>>(da.as<uint16_t>(), db.as<uint16_t>(), dd.as<float>(), lbo, sbo);
     FS_CUDA_LAUNCH("wgmma_probe_kernel");
     FS_CUDA(cudaMemcpy(d, dd.get(), 64 * 64 * 4, cudaMemcpyDeviceToHost));
     return true;

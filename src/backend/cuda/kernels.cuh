@@ -84,7 +84,6 @@ void launch_attention_prefill_sm90(const AttnLaunch& a, const DevMeta& m, cudaSt
 // Test hook: one wgmma m64n64k16 (bf16 bits, fp32 out) d[64][64] = a[64][16] * b[16][64], with
 // b in shared memory K-major (mn_major false) or MN-major, under the default descriptor
 // convention or the swapped one. False (nothing run) when the sm90 path is unavailable.
-bool wgmma_probe_sm90(bool mn_major, bool swapped, const uint16_t* a, const uint16_t* b,
-                      float* d);
+bool wgmma_probe_sm90(bool mn_major, bool swapped, const uint16_t* a, const uint16_t* b, float* d);
 
 }  // namespace farsight::cuda
