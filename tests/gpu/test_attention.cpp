@@ -3,8 +3,10 @@
 // step 1 computes the first n_past tokens of every sequence (filling the paged cache), step 2
 // the remaining q_len tokens on top of it; both steps' outputs are checked.
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
 
+#include "backend/cuda/kernels.cuh"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -211,6 +213,10 @@ std::vector<Case> cases() {
         {"decode_gqa8_d64", 16, 2, 64, 16, 0, {{1500, 1}, {3, 1}, {257, 1}}},
         // head_dim 256 (split-K path), sliding window smaller than a block
         {"d256_window7", 4, 2, 256, 16, 7, {{0, 20}, {40, 1}, {3, 30}}},
+        // tiled prefill, fp16, head_dim 64, a window across tiles, chunked (sm90 f16/64 path)
+        {"f16_prefill_d64_window100", 4, 2, 64, 16, 100, {{0, 200}, {130, 70}, {5, 8}}, DType::F16},
+        // tiled prefill with a block size that is not a power of two (division path)
+        {"prefill_bs24_d128", 4, 1, 128, 24, 0, {{0, 150}, {70, 90}}},
     };
 }
 
@@ -226,4 +232,57 @@ TEST(CudaAttentionV1, PrefillV1KernelMatchesReference) {
     for (const auto& c : cases())
         if (c.name == "prefill1100_mha_d64_bs32" || c.name == "mixed_mqa_d128_bs16") run_case(c);
     unsetenv("FARSIGHT_PREFILL_V1");
+}
+
+// The prefill2 kernel (FARSIGHT_PREFILL=v2: the mma.sync kernel the sm90 one replaced on
+// Hopper; the default elsewhere) on the prefill cases.
+TEST(CudaAttentionV2, PrefillV2KernelMatchesReference) {
+    FS_REQUIRE_GPU();
+    setenv("FARSIGHT_PREFILL", "v2", 1);
+    for (const auto& c : cases())
+        if (c.name == "prefill1100_mha_d64_bs32" || c.name == "mixed_mqa_d128_bs16" ||
+            c.name == "window128_gqa4_d64_bs32" || c.name == "f16_mixed_d128")
+            run_case(c);
+    unsetenv("FARSIGHT_PREFILL");
+}
+
+// One wgmma m64n64k16 (A from registers, B from shared memory) with B K-major (the K tile of
+// the sm90 prefill) and MN-major (the V tile, imm-trans-b = 1), under both LBO/SBO descriptor
+// conventions, against a CPU product. Prints which convention is right; fails if neither is,
+// or if the default (A) is wrong and FARSIGHT_WGMMA_SWAP_K / _V does not already select B.
+TEST(CudaWgmma, DescriptorProbe) {
+    FS_REQUIRE_GPU();
+    gpu();  // device context
+    if (!cuda::prefill_sm90_available())
+        GTEST_SKIP() << "no sm_90a code for this device (needs compute capability 9.0)";
+    std::vector<float> af = randv(64 * 16, DType::BF16, 1.0f),
+                       bf = randv(16 * 64, DType::BF16, 1.0f);
+    std::vector<uint16_t> a(af.size()), b(bf.size());
+    for (size_t i = 0; i < af.size(); ++i) a[i] = f32_to_bf16(af[i]);
+    for (size_t i = 0; i < bf.size(); ++i) b[i] = f32_to_bf16(bf[i]);
+    std::vector<double> ref(64 * 64, 0.0);
+    for (int r = 0; r < 64; ++r)
+        for (int n = 0; n < 64; ++n)
+            for (int k = 0; k < 16; ++k) ref[r * 64 + n] += double(af[r * 16 + k]) * bf[k * 64 + n];
+    for (bool mn : {false, true}) {
+        const char* what = mn ? "mnmajor" : "kmajor";
+        bool ok[2] = {false, false};
+        for (int sw = 0; sw < 2; ++sw) {
+            std::vector<float> d(64 * 64, std::numeric_limits<float>::quiet_NaN());
+            ASSERT_TRUE(cuda::wgmma_probe_sm90(mn, sw == 1, a.data(), b.data(), d.data()));
+            const double err = rel_l2(d, ref);
+            ok[sw] = err < 1e-4;
+            std::printf("PROBE %s convention=%c %s (rel err %.3g)\n", what, sw ? 'B' : 'A',
+                        ok[sw] ? "ok" : "bad", err);
+        }
+        EXPECT_TRUE(ok[0] || ok[1]) << what << ": neither descriptor convention is right";
+        const char* env = mn ? "FARSIGHT_WGMMA_SWAP_V" : "FARSIGHT_WGMMA_SWAP_K";
+        const char* ev = std::getenv(env);
+        const bool swapped = ev && ev[0] == '1';
+        if (!ok[0] && ok[1] && !swapped)
+            ADD_FAILURE() << what << ": the default convention (A) is wrong and B is right: run "
+                          << "with " << env << "=1 (and swap the default in wg_strides)";
+        if (ok[0] && swapped)
+            ADD_FAILURE() << what << ": " << env << "=1 selects the wrong convention (B)";
+    }
 }

@@ -1043,6 +1043,12 @@ void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_
     if (m.num_prefill_tiles == 0) return;
     const char* v1e = std::getenv("FARSIGHT_PREFILL_V1");  // =1: the previous kernel
     const bool v1 = v1e && v1e[0] == '1';
+    const char* pe = std::getenv("FARSIGHT_PREFILL");  // =v2: prefill2_kernel, not sm90
+    const bool v2 = pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0';
+    if (!v1 && !v2 && (a.D == 64 || a.D == 128) && prefill_sm90_available()) {
+        launch_attention_prefill_sm90(a, m, st);
+        return;
+    }
     if (!v1 && (a.D == 64 || a.D == 128)) {
         if (a.dt == DType::BF16) {
             if (a.D == 64)

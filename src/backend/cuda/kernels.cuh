@@ -88,5 +88,15 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 bool prefill_supported(int64_t D);
 constexpr int kPrefillTileQ = 64;
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
+// Hopper wgmma prefill (attention_sm90.cu), the same function as launch_attention_prefill's
+// kernels for D == 64 and 128. Available only on a compute capability 9.0 device whose loaded
+// image has the sm_90a code (probed once). FARSIGHT_WGMMA_SWAP_K=1 / FARSIGHT_WGMMA_SWAP_V=1
+// swap the LBO/SBO descriptor convention of the K / V operand (see attention_sm90.cu).
+bool prefill_sm90_available();
+void launch_attention_prefill_sm90(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
+// Test hook: one wgmma m64n64k16 (bf16 bits, fp32 out) d[64][64] = a[64][16] * b[16][64], with
+// b in shared memory K-major (mn_major false) or MN-major, under the default descriptor
+// convention or the swapped one. False (nothing run) when the sm90 path is unavailable.
+bool wgmma_probe_sm90(bool mn_major, bool swapped, const uint16_t* a, const uint16_t* b, float* d);
 
 }  // namespace farsight::cuda
