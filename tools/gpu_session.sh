@@ -49,6 +49,10 @@ for s in $STEPS; do
       run profile_prefill 300 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
         --log-file "$OUT/ncu_prefill.csv" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \
         --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 ;;
+    bench8b_batch)  # GQA (llama3-8b shape): batch 32 vs batch 1 (the batch-32 >= 20x target)
+      run bench_llama3-8b_batch 300 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 32 \
+        --prefill-lens 512 --decode-ctx 128 1024 --decode-batches 32 --batch-ctx 1024 --kv-tokens 40000 \
+        --commit "$COMMIT" --json "$OUT/bench_llama3-8b_batch.json" ;;
     serve8b)  # issue 5: 1,000 ShareGPT-like requests against the Llama-3-8B shape in bf16
       "$BIN/farsight" serve --device cuda --dummy llama3-8b --tokenizer "$ROOT/.gpu/shared/tokenizers/llama3" \
           --port 8123 --max-num-seqs 128 --max-model-len 4096 --kv-tokens 400000 --served-model-name llama3-8b \

@@ -43,26 +43,38 @@ TEST(GpuModel, Stories260KGreedyMatchesCpu) {
     o.model = kShared + "/models/stories260K";
     Session cpu(o);
     const auto want = greedy(cpu, 1, 256);
-    for (const char* dt : {"bf16", "f16", "auto"}) {
+    // "f16+fused": the opt-in fused one-row decode ops (FARSIGHT_FUSED=1) on a real model
+    for (const std::string cfg : {"bf16", "f16", "auto", "f16+fused"}) {
+        const bool fused = cfg == "f16+fused";
         LoadOptions g = o;
         g.device = "cuda";
-        g.dtype = dt;
+        g.dtype = fused ? "f16" : cfg;
         g.kv_tokens = 1024;
+        if (fused) setenv("FARSIGHT_FUSED", "1", 1);
         Session gpu(g);
+        unsetenv("FARSIGHT_FUSED");
         const auto got = greedy(gpu, 1, 256);
         size_t same = 0;
         while (same < got.size() && got[same] == want[same]) ++same;
-        std::printf("[figure] stories260K greedy on CUDA (%s): first %zu of %zu tokens identical to the CPU backend\n", dt,
+        std::printf("[figure] stories260K greedy on CUDA (%s): first %zu of %zu tokens identical to the CPU backend\n", cfg.c_str(),
                     same, want.size());
-        if (std::string(dt) != "bf16") {  // f16 is the default ("auto") for an f32 model on the GPU
-            EXPECT_EQ(got, want);
+        if (cfg != "bf16") {  // f16 is the default ("auto") for an f32 model on the GPU
+            EXPECT_EQ(got, want) << cfg;
         }
     }
 }
 
+// bf16 on the GPU against the transformers fp64 fixtures of the core issue. Loading these f32
+// checkpoints in bf16 rounds every weight: tools/bf16_emulation.py (numpy, exact arithmetic with
+// the same bf16 roundings of weights and activations as this backend) shows that this alone
+// flips the argmax at positions whose reference top-1/top-2 gap is below ~0.05 (98-100% overall
+// on these 200-position fixtures, varying with the rounding noise). So: relative L2 error
+// <= 2e-2 and at most 1.5x the emulation's (our kernels add little to the unavoidable bf16
+// error), argmax >= 99% over the positions whose reference gap is >= 0.05, >= 97% overall.
 TEST(GpuModel, TransformersFixturesInBf16) {
     if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
     const json index = read_json(kRef + "index.json");
+    const json emul = read_json(kRef + "bf16_emulation.json")["cases"];
     for (const auto& c : index["cases"]) {
         const std::string name = c["name"];
         if (name == "docs27M_long" || name == "docs27M") continue;  // docs27M: shared model not carried
@@ -80,7 +92,7 @@ TEST(GpuModel, TransformersFixturesInBf16) {
         const NpyArray want = read_npy(dir + "/logits.npy");
         const int64_t V = s.config().vocab_size;
         double num = 0, den = 0, worst = 0;
-        size_t agree = 0;
+        size_t agree = 0, clear = 0, agree_clear = 0;
         const size_t n = tokens.size();
         for (size_t t = 0; t < n; ++t) {
             const float* g = got.data() + t * V;
@@ -96,13 +108,27 @@ TEST(GpuModel, TransformersFixturesInBf16) {
                 if (g[v] > g[ag]) ag = v;
                 if (w[v] > w[aw]) aw = v;
             }
+            double second = -1e300;
+            for (int64_t v = 0; v < V; ++v)
+                if (v != aw) second = std::max(second, w[v]);
             worst = std::max(worst, md / mr);
             agree += ag == aw;
+            if (w[aw] - second >= 0.05) {
+                ++clear;
+                agree_clear += ag == aw;
+            }
         }
         const double rel = std::sqrt(num / den), frac = static_cast<double>(agree) / static_cast<double>(n);
-        std::printf("[figure] CUDA bf16 %-16s rel L2 logit error %.2e | worst position max|d|/max|ref| %.2e | argmax %.1f%%\n",
-                    name.c_str(), rel, worst, 100 * frac);
+        const double frac_clear = clear ? static_cast<double>(agree_clear) / static_cast<double>(clear) : 1.0;
+        double emu = 0;
+        if (emul.contains(name)) emu = emul[name]["bf16_path_rel_l2"].get<double>();
+        std::printf("[figure] CUDA bf16 %-16s rel L2 logit error %.2e (exact bf16 emulation %.2e) | worst position max|d|/max|ref| %.2e | argmax %.1f%% (%.1f%% of %zu positions with a reference gap >= 0.05)\n",
+                    name.c_str(), rel, emu, worst, 100 * frac, 100 * frac_clear, clear);
         EXPECT_LE(rel, 2e-2) << name;
-        EXPECT_GE(frac, 0.99) << name;
+        if (emu > 0) {
+            EXPECT_LE(rel, 1.5 * emu) << name;
+        }
+        EXPECT_GE(frac_clear, 0.99) << name;
+        EXPECT_GE(frac, 0.97) << name;
     }
 }

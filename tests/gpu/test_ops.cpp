@@ -135,7 +135,10 @@ TEST(CudaLinear, GemvAndCublasPaths) {
 TEST_P(CudaOps, FusedDecodeOps) {
     FS_REQUIRE_GPU();
     const DType dt = GetParam();
-    Backend& b = gpu(dt);
+    setenv("FARSIGHT_FUSED", "1", 1);  // opt-in (see cuda_backend.cu)
+    auto bp_ = make_cuda_backend_with(0, dt);
+    unsetenv("FARSIGHT_FUSED");
+    Backend& b = *bp_;
     ASSERT_TRUE(b.fused_decode(1, 4096));
     for (auto [N, K] : {std::pair<int64_t, int64_t>{200, 136}, {1032, 520}, {4100, 1024}}) {
         for (DType rdt : {DType::F32, dt}) {
