@@ -22,7 +22,7 @@
 //   O += P V  : 4 x wgmma m64n{D}k16, A = P (registers), B = V tile (smem, MN-major: the head
 //               dims, i.e. N, are contiguous) with imm-trans-b = 1.
 // K/V tiles of 64 keys are copied with cp.async (16-byte chunks, zero-filled past `hi`) into
-// two stages; tile j+1 loads while tile j computes.
+// three stages; tiles j+1, j+2 load while tile j computes.
 //
 // Shared-memory layout of a tile (the same for K and V): the "no swizzle" canonical layout is
 // made of core matrices of 8 rows x 16 bytes (8 elements) stored as 128 contiguous bytes. A
@@ -53,7 +53,7 @@
 // Performance model (H200, D = 128, one 64x64 tile):
 //   FLOPs per tile: 2 * 64*64*128 (S) + 2 * 64*64*128 (PV) = 2.1 MFLOP, about 512 tensor-core
 //   clocks of one SM (~4096 dense bf16 FLOP/clk/SM); 4096 exp2 = 256 MUFU clocks.
-//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; two stages = 64 KB (D = 64: 32 KB).
+//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; three stages = 96 KB (D = 64: 48 KB).
 //   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values; 256 threads at
 //   __launch_bounds__(256, 1): 1 CTA (8 warps) per SM, the two warpgroups' softmax phases
 //   overlap each other's wgmma (no producer warp / intra-warpgroup pipelining in this version).
@@ -72,7 +72,7 @@ namespace {
 
 constexpr int kSm90Threads = 256;  // two consumer warpgroups, 64 query rows each
 constexpr int kSm90Keys = 64;      // keys per tile (Bc)
-constexpr int kSm90Stages = 2;
+constexpr int kSm90Stages = 3;     // K/V tiles in flight (1 CTA/SM: smem to spare)
 
 // Byte strides of the two descriptors (see the header comment).
 struct WgStrides {
@@ -137,8 +137,9 @@ __device__ __forceinline__ void cp_async16_sm90(uint32_t smem, const void* gmem,
 __device__ __forceinline__ void cp_async_commit_sm90() {
     asm volatile("cp.async.commit_group;\n" ::);
 }
-__device__ __forceinline__ void cp_async_wait0_sm90() {
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+template <int N>
+__device__ __forceinline__ void cp_async_wait_sm90() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 template <typename T>
@@ -317,18 +318,25 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             load_tile_t(stage, kt, std::false_type{});
     };
 
+    // kSm90Stages-stage ring: one commit group per tile (empty past hi), tile t in stage
+    // t % kSm90Stages, tiles t+1 .. t+kSm90Stages-2 in flight while tile t computes
+#pragma unroll
+    for (int st = 0; st < kSm90Stages - 1; ++st) {
+        if (lo + st * BC < hi) load_tile(st, lo + st * BC);
+        cp_async_commit_sm90();
+    }
     int stage = 0;
-    load_tile(0, lo);
-    cp_async_commit_sm90();
-    for (int32_t kt = lo; kt < hi; kt += BC, stage ^= 1) {
-        cp_async_wait0_sm90();  // this thread's copies of tile kt have landed ...
-        fence_proxy_async();    // ... and are visible to the async proxy (wgmma) ...
-        __syncthreads();        // ... for every thread; and every thread has waited for the
-                                // wgmmas of the previous tile: the other stage is free
-        // the next tile's copies (issued before the S wgmmas: issuing them while the
-        // accumulators are in flight needs more than the 168 registers of 3 CTAs/SM)
-        if (kt + BC < hi) {
-            load_tile(stage ^ 1, kt + BC);
+    for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
+        cp_async_wait_sm90<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
+        fence_proxy_async();  // ... and are visible to the async proxy (wgmma) ...
+        __syncthreads();      // ... for every thread; and every thread has waited for the
+                              // wgmmas of the previous tile: that tile's stage is free
+        // tile kt + (kSm90Stages-1) BC into the stage of the previous tile (issued before the S
+        // wgmmas: issuing them while the accumulators are in flight costs registers)
+        {
+            const int32_t kn = kt + (kSm90Stages - 1) * BC;
+            const int ls = stage == 0 ? kSm90Stages - 1 : stage - 1;
+            if (kn < hi) load_tile(ls, kn);
             cp_async_commit_sm90();
         }
         // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
