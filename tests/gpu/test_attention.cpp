@@ -217,6 +217,17 @@ std::vector<Case> cases() {
         {"f16_prefill_d64_window100", 4, 2, 64, 16, 100, {{0, 200}, {130, 70}, {5, 8}}, DType::F16},
         // tiled prefill with a block size that is not a power of two (division path)
         {"prefill_bs24_d128", 4, 1, 128, 24, 0, {{0, 150}, {70, 90}}},
+        // 128-row tiles of the sm90 kernel: lengths not multiples of 128 on top of n_past,
+        // 65 rows (the second warpgroup holds one row), 129 rows (a second tile of one row)
+        {"prefill_tile128_tails_d128",
+         8,
+         2,
+         128,
+         32,
+         0,
+         {{0, 65}, {200, 65}, {77, 333}, {0, 129}, {3, 200}}},
+        // a window shorter than a warpgroup's rows: each warpgroup skips the tiles below it
+        {"prefill_window40_tile128_d64", 4, 2, 64, 16, 40, {{0, 300}, {100, 191}, {0, 65}}},
     };
 }
 

@@ -492,6 +492,17 @@ struct MmaOp<__half> {
 constexpr int kPfWarps = 4;
 constexpr int kPfKeys = 64;
 
+// 64-row sub-tile i (0 .. num_prefill_tiles * sub - 1, sub = prefill_tile_q / 64) of the tile
+// list: (sequence, first row). False when the sub-tile is past the sequence's rows (the tail of
+// a 128-row tile built for the sm90 kernel).
+__device__ __forceinline__ bool pf_subtile(const DevMeta& m, int i, int32_t& sidx, int32_t& q0) {
+    const int sub = m.prefill_tile_q / kPrefillTileQ;
+    const int tile = i / sub;
+    sidx = m.prefill_tiles[2 * tile];
+    q0 = m.prefill_tiles[2 * tile + 1] + (i - tile * sub) * kPrefillTileQ;
+    return q0 < m.seqs[sidx].q_len;
+}
+
 // grid (num_prefill_tiles, H), 128 threads. Each warp owns 16 query rows of the 64-row tile.
 template <typename T, int D>
 __global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, DevMeta m) {
@@ -502,8 +513,8 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, De
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gq = lane / 4, tig = lane % 4;
-    const int32_t sidx = m.prefill_tiles[2 * blockIdx.x];
-    const int32_t q0 = m.prefill_tiles[2 * blockIdx.x + 1];
+    int32_t sidx, q0;
+    if (!pf_subtile(m, static_cast<int>(blockIdx.x), sidx, q0)) return;
     const SeqSlice& seq = m.seqs[sidx];
     const int64_t h = blockIdx.y;
     const int64_t kvh = h / (a.H / a.KVH);
@@ -703,9 +714,8 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill2_kernel(AttnLaunch a, D
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int gq = lane / 4, tig = lane % 4;
-    const int tile = m.num_prefill_tiles - 1 - static_cast<int>(blockIdx.x);
-    const int32_t sidx = m.prefill_tiles[2 * tile];
-    const int32_t q0 = m.prefill_tiles[2 * tile + 1];
+    int32_t sidx, q0;  // heaviest first
+    if (!pf_subtile(m, static_cast<int>(gridDim.x - 1 - blockIdx.x), sidx, q0)) return;
     const SeqSlice seq = m.seqs[sidx];
     const int64_t h = blockIdx.y;
     const int64_t kvh = h / (a.H / a.KVH);
@@ -887,7 +897,8 @@ void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         attr_set = true;
     }
-    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
+    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles * (m.prefill_tile_q / kPrefillTileQ)),
+              static_cast<unsigned>(a.H));
     prefill2_kernel<T, D><<<grid, kPfWarps * 32, smem, st>>>(a, m);
     FS_CUDA_LAUNCH("prefill2_kernel");
 }
@@ -1039,13 +1050,31 @@ bool prefill_supported(int64_t D) {
     return D == 64 || D == 128;
 }
 
+namespace {
+struct PrefillEnv {
+    bool v1, v2;
+};
+PrefillEnv prefill_env() {
+    const char* v1e = std::getenv("FARSIGHT_PREFILL_V1");  // =1: the previous kernel
+    const char* pe = std::getenv("FARSIGHT_PREFILL");      // =v2: prefill2_kernel, not sm90
+    return {v1e && v1e[0] == '1', pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0'};
+}
+bool prefill_takes_sm90(int64_t D, const PrefillEnv& e) {
+    return !e.v1 && !e.v2 && (D == 64 || D == 128) && prefill_sm90_available();
+}
+}  // namespace
+
+int prefill_tile_rows(int64_t D, DType /*dt: the sm90 kernel has bf16 and f16*/) {
+    return prefill_takes_sm90(D, prefill_env()) ? 2 * kPrefillTileQ : kPrefillTileQ;
+}
+
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;
-    const char* v1e = std::getenv("FARSIGHT_PREFILL_V1");  // =1: the previous kernel
-    const bool v1 = v1e && v1e[0] == '1';
-    const char* pe = std::getenv("FARSIGHT_PREFILL");  // =v2: prefill2_kernel, not sm90
-    const bool v2 = pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0';
-    if (!v1 && !v2 && (a.D == 64 || a.D == 128) && prefill_sm90_available()) {
+    FS_CHECK(m.prefill_tile_q > 0 && m.prefill_tile_q % kPrefillTileQ == 0,
+             "attention prefill: {} rows per tile", m.prefill_tile_q);
+    const PrefillEnv env = prefill_env();
+    const bool v1 = env.v1;
+    if (prefill_takes_sm90(a.D, env)) {
         launch_attention_prefill_sm90(a, m, st);
         return;
     }
@@ -1063,7 +1092,8 @@ void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_
         }
         return;
     }
-    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles), static_cast<unsigned>(a.H));
+    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles * (m.prefill_tile_q / kPrefillTileQ)),
+              static_cast<unsigned>(a.H));
     auto go = [&](auto tag) {
         using T = decltype(tag);
         if (a.D == 64)

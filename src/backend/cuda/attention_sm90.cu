@@ -1,10 +1,17 @@
 // Hopper (sm_90a) prefill attention on warpgroup MMA (wgmma). Same function as prefill2_kernel
-// in attention.cu: tiles of 64 query rows of one head (m.prefill_tiles, grid (tiles, H)), keys
+// in attention.cu: tiles of 128 query rows of one head (m.prefill_tiles, grid (tiles, H)), keys
 // and values gathered from the paged cache through the block tables, causal + sliding window,
 // n_past (chunked prefill), variable-length batches; O accumulated in fp32, normalised, stored
 // as T.
 //
-// One CTA = one warpgroup (128 threads). Warp w owns query rows 16w..16w+15, which is exactly
+// One CTA = two consumer warpgroups (256 threads) on a tile of m.prefill_tile_q = 128 query rows
+// (prefill_tile_rows): warpgroup g owns rows q0 + 64g .. q0 + 64g + 63 and both use every K/V
+// tile in shared memory (loaded once per CTA by all 256 threads), which halves the L2 -> SM
+// gather traffic per FLOP of 64-row tiles. The CTA walks the union of the two key ranges; a
+// warpgroup skips (no wgmma, no softmax) the key tiles entirely above its last row or below its
+// sliding window, but still issues its share of the copies and takes every barrier. With
+// m.prefill_tile_q = 64 the kernel is still correct (warpgroup 1 then has no rows).
+// In a warpgroup, warp w owns query rows 16w..16w+15, which is exactly
 // the wgmma m64 register layout: per warp, the A fragment equals the mma.sync m16n8k16 A
 // fragment and the f32 accumulator equals the m16n8 C fragments, n-block i in d[4i..4i+3].
 //   S = Q K^T : D/16 x wgmma m64n64k16, A = Q (registers, loaded once), B = K tile (smem,
@@ -15,7 +22,7 @@
 //   O += P V  : 4 x wgmma m64n{D}k16, A = P (registers), B = V tile (smem, MN-major: the head
 //               dims, i.e. N, are contiguous) with imm-trans-b = 1.
 // K/V tiles of 64 keys are copied with cp.async (16-byte chunks, zero-filled past `hi`) into
-// two stages; tile j+1 loads while tile j computes.
+// three stages; tiles j+1, j+2 load while tile j computes.
 //
 // Shared-memory layout of a tile (the same for K and V): the "no swizzle" canonical layout is
 // made of core matrices of 8 rows x 16 bytes (8 elements) stored as 128 contiguous bytes. A
@@ -46,11 +53,11 @@
 // Performance model (H200, D = 128, one 64x64 tile):
 //   FLOPs per tile: 2 * 64*64*128 (S) + 2 * 64*64*128 (PV) = 2.1 MFLOP, about 512 tensor-core
 //   clocks of one SM (~4096 dense bf16 FLOP/clk/SM); 4096 exp2 = 256 MUFU clocks.
-//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; two stages = 64 KB (D = 64: 32 KB).
-//   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values, capped at 168 by
-//   __launch_bounds__(128, 3) so that 3 CTAs (3 warpgroups, 192 KB smem) share an SM; their
-//   softmax phases overlap the other CTAs' wgmma, which is what keeps the tensor cores busy
-//   (no producer warp / intra-warpgroup pipelining in this version). D = 64: 4 CTAs/SM.
+//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; three stages = 96 KB (D = 64: 48 KB).
+//   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values; 256 threads at
+//   __launch_bounds__(256, 1): 1 CTA (8 warps) per SM, the two warpgroups' softmax phases
+//   overlap each other's wgmma (no producer warp / intra-warpgroup pipelining in this version).
+//   L2 -> smem traffic: 128 FLOP per byte of K/V (64-row tiles: 64).
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -63,9 +70,9 @@
 namespace farsight::cuda {
 namespace {
 
-constexpr int kSm90Threads = 128;  // one warpgroup
+constexpr int kSm90Threads = 256;  // two consumer warpgroups, 64 query rows each
 constexpr int kSm90Keys = 64;      // keys per tile (Bc)
-constexpr int kSm90Stages = 2;
+constexpr int kSm90Stages = 3;     // K/V tiles in flight (1 CTA/SM: smem to spare)
 
 // Byte strides of the two descriptors (see the header comment).
 struct WgStrides {
@@ -130,8 +137,9 @@ __device__ __forceinline__ void cp_async16_sm90(uint32_t smem, const void* gmem,
 __device__ __forceinline__ void cp_async_commit_sm90() {
     asm volatile("cp.async.commit_group;\n" ::);
 }
-__device__ __forceinline__ void cp_async_wait0_sm90() {
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+template <int N>
+__device__ __forceinline__ void cp_async_wait_sm90() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 template <typename T>
@@ -208,10 +216,11 @@ constexpr int sm90_smem_bytes() {
 }
 template <int D>
 constexpr int sm90_min_blocks() {
-    return D == 128 ? 3 : 4;
+    return 1;
 }
 
-// grid (num_prefill_tiles, H), 128 threads, sm90_smem_bytes<D>() dynamic smem.
+// grid (num_prefill_tiles, H), 256 threads, sm90_smem_bytes<D>() dynamic smem. Tiles of
+// m.prefill_tile_q (128; 64 works too, warpgroup 1 then idles) query rows.
 template <typename T, int D>
 __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     prefill_sm90_kernel(AttnLaunch a, DevMeta m, WgStrides ws) {
@@ -222,7 +231,8 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     extern __shared__ __align__(128) uint8_t smem_raw[];
     using P = Pack<T>;
 
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int wg = threadIdx.x / 128;  // warpgroup: rows q0 + 64 wg .. q0 + 64 wg + 63
+    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int gq = lane / 4, tig = lane % 4;
     const int tile = m.num_prefill_tiles - 1 - static_cast<int>(blockIdx.x);  // heaviest first
     const int32_t sidx = m.prefill_tiles[2 * tile];
@@ -231,14 +241,21 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     const int64_t h = blockIdx.y;
     const int64_t kvh = h / (a.H / a.KVH);
 
-    const int32_t q_last = min(q0 + kPrefillTileQ, seq.q_len) - 1;
-    const int32_t p_min = seq.n_past + q0, p_max = seq.n_past + q_last;
+    // key range [lo, hi) of the CTA: the union of the two warpgroups' ranges
+    const int32_t q_end = min(q0 + m.prefill_tile_q, seq.q_len);  // rows [q0, q_end)
+    const int32_t p_min = seq.n_past + q0, p_max = seq.n_past + q_end - 1;
     const int32_t hi = p_max + 1;
     const int32_t lo = a.window > 0 ? max(0, p_min - static_cast<int32_t>(a.window) + 1) : 0;
+    // this warpgroup's rows [wq0, wq_end) and keys [w_lo, w_hi): key tiles outside are skipped
+    // by the warpgroup (no wgmma, no softmax; it still loads and takes part in the barriers)
+    const int32_t wq0 = q0 + 64 * wg, wq_end = min(wq0 + 64, q_end);
+    const int32_t w_pmin = seq.n_past + wq0;
+    const int32_t w_hi = wq_end > wq0 ? seq.n_past + wq_end : lo;  // empty: every tile skipped
+    const int32_t w_lo = a.window > 0 ? max(0, w_pmin - static_cast<int32_t>(a.window) + 1) : 0;
 
     // this thread's two query rows (relative to the sequence's first computed token)
-    const int32_t r0 = q0 + warp * 16 + gq, r1 = r0 + 8;
-    const bool v0 = r0 < seq.q_len, v1 = r1 < seq.q_len;
+    const int32_t r0 = wq0 + warp * 16 + gq, r1 = r0 + 8;
+    const bool v0 = r0 < q_end, v1 = r1 < q_end;
     const int32_t pos0 = seq.n_past + r0, pos1 = seq.n_past + r1;
 
     // Q as the wgmma A operand: per warp the mma.sync m16n8k16 A fragment of k-step kc
@@ -301,20 +318,29 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             load_tile_t(stage, kt, std::false_type{});
     };
 
+    // kSm90Stages-stage ring: one commit group per tile (empty past hi), tile t in stage
+    // t % kSm90Stages, tiles t+1 .. t+kSm90Stages-2 in flight while tile t computes
+#pragma unroll
+    for (int st = 0; st < kSm90Stages - 1; ++st) {
+        if (lo + st * BC < hi) load_tile(st, lo + st * BC);
+        cp_async_commit_sm90();
+    }
     int stage = 0;
-    load_tile(0, lo);
-    cp_async_commit_sm90();
-    for (int32_t kt = lo; kt < hi; kt += BC, stage ^= 1) {
-        cp_async_wait0_sm90();  // this thread's copies of tile kt have landed ...
-        fence_proxy_async();    // ... and are visible to the async proxy (wgmma) ...
-        __syncthreads();        // ... for every thread; and every thread has waited for the
-                                // wgmmas of the previous tile: the other stage is free
-        // the next tile's copies (issued before the S wgmmas: issuing them while the
-        // accumulators are in flight needs more than the 168 registers of 3 CTAs/SM)
-        if (kt + BC < hi) {
-            load_tile(stage ^ 1, kt + BC);
+    for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
+        cp_async_wait_sm90<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
+        fence_proxy_async();  // ... and are visible to the async proxy (wgmma) ...
+        __syncthreads();      // ... for every thread; and every thread has waited for the
+                              // wgmmas of the previous tile: that tile's stage is free
+        // tile kt + (kSm90Stages-1) BC into the stage of the previous tile (issued before the S
+        // wgmmas: issuing them while the accumulators are in flight costs registers)
+        {
+            const int32_t kn = kt + (kSm90Stages - 1) * BC;
+            const int ls = stage == 0 ? kSm90Stages - 1 : stage - 1;
+            if (kn < hi) load_tile(ls, kn);
             cp_async_commit_sm90();
         }
+        // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
+        if (kt >= w_hi || kt + BC <= w_lo) continue;
         const uint32_t ks = smem0 + stage * 2 * TILE;
         const uint32_t vs = ks + TILE;
 
@@ -335,7 +361,7 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         // one FFMA and one exp2f per score (ex2.approx.ftz through inline asm saves two
         // instructions per score but tips the register allocation into spills at 168). mr / muse
         // are in scaled (base-2) units.
-        const bool need_mask = a.window > 0 || kt + BC - 1 > p_min || !v0 || !v1;
+        const bool need_mask = a.window > 0 || kt + BC - 1 > w_pmin || !v0 || !v1;
         float mx[2] = {-INFINITY, -INFINITY};
         if (need_mask) {
 #pragma unroll
@@ -562,6 +588,8 @@ bool prefill_sm90_available() {
 void launch_attention_prefill_sm90(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;
     FS_CHECK(a.D == 64 || a.D == 128, "prefill_sm90: head_dim {} unsupported", a.D);
+    FS_CHECK(m.prefill_tile_q == 64 || m.prefill_tile_q == 128, "prefill_sm90: {} rows per tile",
+             m.prefill_tile_q);
     if (a.dt == DType::BF16) {
         if (a.D == 64)
             launch_sm90<__nv_bfloat16, 64>(a, m, st);

@@ -582,12 +582,14 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
     prefill_tiles_.clear();
     max_decode_ctx_ = 0;
     const int64_t D = kv_layout_.head_dim;
+    int prefill_tile_q = kPrefillTileQ;
     for (size_t s = 0; s < meta.seqs.size(); ++s) {
         const SeqSlice& q = meta.seqs[s];
         for (int32_t j = 0; j < q.q_len; ++j) token_seq[q.q_start + j] = static_cast<int32_t>(s);
         bool tiled = q.q_len >= 8 && prefill_supported(D);
         if (tiled) {
-            for (int32_t q0 = 0; q0 < q.q_len; q0 += kPrefillTileQ) {
+            prefill_tile_q = prefill_tile_rows(D, act_);  // 128 on the sm90 kernel
+            for (int32_t q0 = 0; q0 < q.q_len; q0 += prefill_tile_q) {
                 prefill_tiles_.push_back(static_cast<int32_t>(s));
                 prefill_tiles_.push_back(q0);
             }
@@ -739,6 +741,7 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
     dm_.num_seqs = static_cast<int>(meta.seqs.size());
     dm_.num_decode_tokens = static_cast<int>(decode_tokens_.size());
     dm_.num_prefill_tiles = static_cast<int>(prefill_tiles_.size() / 2);
+    dm_.prefill_tile_q = prefill_tile_q;
     graph_bucket_ = bucket;
     have_meta_ = true;
 }

@@ -9,6 +9,9 @@
 
 namespace farsight::cuda {
 
+// Query rows per tile of the mma.sync prefill kernels (prefill_kernel, prefill2_kernel).
+constexpr int kPrefillTileQ = 64;
+
 // Per-forward metadata as device pointers into one uploaded buffer (see CudaBackend).
 struct DevMeta {
     const int32_t* tokens = nullptr;
@@ -25,6 +28,9 @@ struct DevMeta {
     const int32_t* decode_tokens = nullptr;  // tokens attended by the split-K kernel
     const int32_t* prefill_tiles = nullptr;  // (seq, q0) pairs for the tiled prefill kernel
     int num_tokens = 0, num_seqs = 0, num_decode_tokens = 0, num_prefill_tiles = 0;
+    // query rows per prefill tile (q0 step of prefill_tiles): prefill_tile_rows(D, dt), a
+    // multiple of kPrefillTileQ; the 64-row kernels split larger tiles into 64-row sub-tiles
+    int prefill_tile_q = kPrefillTileQ;
 };
 
 void launch_convert(DType src_dt, const void* src, DType dst_dt, void* dst, size_t n,
@@ -84,9 +90,13 @@ int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH,
                              int64_t max_ctx, int num_sms);
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
                              int64_t splits, void* work, cudaStream_t st);
-// Tiled tensor-core (mma.sync) prefill over m.prefill_tiles (64 query rows of one sequence).
+// Tiled tensor-core prefill over m.prefill_tiles (m.prefill_tile_q query rows of one sequence).
 bool prefill_supported(int64_t D);
-constexpr int kPrefillTileQ = 64;
+// Query rows per prefill tile for head_dim D: 128 when launch_attention_prefill takes the sm90
+// kernel (two consumer warpgroups of 64 rows sharing each K/V tile), else kPrefillTileQ (64).
+// Reads FARSIGHT_PREFILL / FARSIGHT_PREFILL_V1 like the launcher; the launcher copes with any
+// multiple of 64 anyway (an env change between begin_forward and the launch stays correct).
+int prefill_tile_rows(int64_t D, DType dt);
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
 // Hopper wgmma prefill (attention_sm90.cu), the same function as launch_attention_prefill's
 // kernels for D == 64 and 128. Available only on a compute capability 9.0 device whose loaded
