@@ -199,18 +199,20 @@ TEST_P(CudaOps, SiluMul) {
     FS_REQUIRE_GPU();
     const DType dt = GetParam();
     Backend& b = gpu(dt);
-    const int64_t T = 9, I = 1000;
-    auto gu = randv(T * 2 * I, dt, 6.0f);
-    Tensor tg = upload(b, gu, T, 2 * I, dt), out = poisoned(b, T, I, dt);
-    b.silu_mul(tg, out);
-    auto got = download(b, out);
-    std::vector<double> ref(T * I);
-    for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < I; ++i) {
-            double g = gu[t * 2 * I + i], u = gu[t * 2 * I + I + i];
-            ref[t * I + i] = g / (1.0 + std::exp(-g)) * u;
-        }
-    EXPECT_LT(rel_l2(got, ref), 1e-2);
+    const int64_t T = 9;
+    for (int64_t I : {1000, 1004}) {  // 16-byte vector path, element path
+        auto gu = randv(T * 2 * I, dt, 6.0f);
+        Tensor tg = upload(b, gu, T, 2 * I, dt), out = poisoned(b, T, I, dt);
+        b.silu_mul(tg, out);
+        auto got = download(b, out);
+        std::vector<double> ref(T * I);
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t i = 0; i < I; ++i) {
+                double g = gu[t * 2 * I + i], u = gu[t * 2 * I + I + i];
+                ref[t * I + i] = g / (1.0 + std::exp(-g)) * u;
+            }
+        EXPECT_LT(rel_l2(got, ref), 1e-2) << "I=" << I;
+    }
 }
 
 TEST_P(CudaOps, EmbeddingAndGather) {
