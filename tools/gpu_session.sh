@@ -3,7 +3,8 @@
 # puts them in .gpu/), the GPU test suite, compute-sanitizer on a reduced suite, and
 # `farsight bench` runs, writing logs and JSON to $OUT.
 #   STEPS="tests memcheck bench7b" tools/gpu_session.sh
-# Other steps: bench7b_eager (FARSIGHT_CUDA_GRAPHS=0), bench8b (llama3-8b at 128K).
+# Other steps: bench7b_eager (FARSIGHT_CUDA_GRAPHS=0), bench8b (llama3-8b at 128K), bench8b_batch
+# (llama3-8b batch 32 vs 1), profile / profile_prefill (ncu per-kernel durations), serve8b, fixtures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
