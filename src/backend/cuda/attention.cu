@@ -1014,8 +1014,27 @@ int decode_occupancy(DType dt, int64_t D, int64_t G) {
 }
 }  // namespace
 
+namespace {
+int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
+                               int64_t max_ctx, int num_sms);
+}  // namespace
+
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms) {
+    // Every layer of an eager step asks the same question: remember the last answer.
+    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int>;
+    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0};
+    thread_local int64_t last_splits = 1;
+    const auto key = std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms);
+    if (key == last_key) return last_splits;
+    last_key = key;
+    last_splits = choose_splits_uncached(dt, n_tokens, H, KVH, D, max_ctx, num_sms);
+    return last_splits;
+}
+
+namespace {
+int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
+                               int64_t max_ctx, int num_sms) {
     const int64_t G = H / KVH;
     const int64_t base = std::max<int64_t>(1, n_tokens * KVH * ((G + kGMax - 1) / kGMax));
     const int64_t slots =
@@ -1034,6 +1053,7 @@ int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH,
         if (cost(s) <= best * 1.05) return s;
     return 1;
 }
+}  // namespace
 
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
                              int64_t splits, void* work, cudaStream_t st) {
