@@ -4,7 +4,8 @@
 # `farsight bench` runs, writing logs and JSON to $OUT.
 #   STEPS="tests memcheck bench7b" tools/gpu_session.sh
 # Other steps: bench7b_eager (FARSIGHT_CUDA_GRAPHS=0), bench8b (llama3-8b at 128K), bench8b_batch
-# (llama3-8b batch 32 vs 1), profile / profile_prefill (ncu per-kernel durations), serve8b, fixtures.
+# (llama3-8b batch 32 vs 1), profile / profile_prefill (ncu per-kernel durations), serve8b, fixtures,
+# ablate (FARSIGHT_SKIP_OPS per op), ncu_attn / ncu_gqa (full ncu sections of one attention launch).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,6 +51,24 @@ for s in $STEPS; do
       run profile_prefill 300 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
         --log-file "$OUT/ncu_prefill.csv" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \
         --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 ;;
+    ablate)  # what each op costs inside the real (graph + PDL) batch-1 decode step: skip it, time the step
+      for sk in none norm rope kv attn silu rope,kv,attn,norm,silu linear; do
+        echo "== FARSIGHT_SKIP_OPS=$sk" >> "$OUT/ablate.log"
+        env FARSIGHT_SKIP_OPS=$([ $sk = none ] || echo $sk) "$BIN/farsight" bench --device cuda --dummy llama2-7b \
+          --decode 64 --prefill-lens 16 --decode-ctx 128 --decode-batches 1 --batch-ctx 128 --kv-tokens 4096 \
+          --bw-mb 256 2>&1 | grep -E "^device|decode batch" >> "$OUT/ablate.log"
+      done
+      summary+=("ablate done") ;;
+    ncu_attn)  # full ncu sections of one sm90 prefill attention launch (8K prompt, llama2-7b)
+      run ncu_attn 300 ncu --set full --kernel-name regex:prefill_sm90 --launch-skip 3 --launch-count 1 \
+        -o "$OUT/ncu_attn" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \
+        --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 --bw-mb 256
+      ncu --import "$OUT/ncu_attn.ncu-rep" --print-details all > "$OUT/ncu_attn.txt" 2>&1 ;;
+    ncu_gqa)  # full ncu sections of one GQA decode attention launch (llama3-8b, batch 32, ctx 1K)
+      run ncu_gqa 300 env FARSIGHT_CUDA_GRAPHS=0 ncu --set full --kernel-name regex:decode_kernel --launch-skip 200 --launch-count 1 \
+        -o "$OUT/ncu_gqa" "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 2 \
+        --prefill-lens 16 --decode-ctx 128 --decode-batches 32 --batch-ctx 1024 --kv-tokens 40000 --bw-mb 256
+      ncu --import "$OUT/ncu_gqa.ncu-rep" --print-details all > "$OUT/ncu_gqa.txt" 2>&1 ;;
     bench8b_batch)  # GQA (llama3-8b shape): batch 32 vs batch 1 (the batch-32 >= 20x target)
       run bench_llama3-8b_batch 300 "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 32 \
         --prefill-lens 512 --decode-ctx 128 1024 --decode-batches 32 --batch-ctx 1024 --kv-tokens 40000 \

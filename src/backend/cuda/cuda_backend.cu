@@ -184,6 +184,38 @@ struct DevSeqCheck {
     static_assert(sizeof(SeqSlice) == 6 * sizeof(int32_t), "SeqSlice layout changed");
 };
 
+// FARSIGHT_SKIP_OPS=norm,rope,kv,attn,silu,linear (profiling only: see docs/cuda_perf.md).
+enum : unsigned {
+    kSkipNorm = 1,
+    kSkipRope = 2,
+    kSkipKv = 4,
+    kSkipAttn = 8,
+    kSkipSilu = 16,
+    kSkipLinear = 32
+};
+unsigned parse_skip_ops(const char* env) {
+    if (!env) return 0;
+    unsigned m = 0;
+    std::string s(env), tok;
+    s += ',';
+    for (char c : s) {
+        if (c != ',') {
+            tok += c;
+            continue;
+        }
+        if (tok == "norm") m |= kSkipNorm;
+        else if (tok == "rope") m |= kSkipRope;
+        else if (tok == "kv") m |= kSkipKv;
+        else if (tok == "attn") m |= kSkipAttn;
+        else if (tok == "silu") m |= kSkipSilu;
+        else if (tok == "linear") m |= kSkipLinear;
+        else if (!tok.empty()) fail("FARSIGHT_SKIP_OPS: unknown op '{}' (norm, rope, kv, attn, silu, linear)", tok);
+        tok.clear();
+    }
+    if (m) std::fprintf(stderr, "FARSIGHT_SKIP_OPS=%s: skipping ops, results are wrong (profiling)\n", env);
+    return m;
+}
+
 class CudaBackend final : public Backend {
   public:
     CudaBackend(int device, DType act) : device_(device), act_(act) {
@@ -216,6 +248,7 @@ class CudaBackend final : public Backend {
         graphs_enabled_ = !(cg && cg[0] == '0');
         const char* rd = std::getenv("FARSIGHT_RESIDUAL");
         residual_act_ = rd && std::string(rd) == "act";
+        skip_ops_ = parse_skip_ops(std::getenv("FARSIGHT_SKIP_OPS"));
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
@@ -491,6 +524,10 @@ class CudaBackend final : public Backend {
     std::map<GraphKey, GraphExec> graphs_;
     bool graphs_enabled_ = true;
     bool residual_act_ = false;  // FARSIGHT_RESIDUAL=act: residual stream in the activation dtype
+    // FARSIGHT_SKIP_OPS (profiling only, wrong results): ops that return without launching,
+    // so that a bench run shows what each op costs inside the real pipelined step.
+    unsigned skip_ops_ = 0;
+    bool skip(unsigned op) const { return (skip_ops_ & op) != 0; }
     int64_t graph_bucket_ = 0;  // bucket of the current step (0: eager)
     bool capturing_ = false, replay_ = false;
     GraphKey cur_graph_{0, 0};
@@ -828,6 +865,7 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& o
     FS_CHECK(w.numel() == x.cols && out.rows == x.rows && out.cols == x.cols,
              "rmsnorm: shapes x [{}, {}], w {} elements, out [{}, {}]", x.rows, x.cols, w.numel(),
              out.rows, out.cols);
+    if (skip(kSkipNorm)) return;
     launch_rmsnorm(act_, w.dtype, x.dtype, x.data, w.data, eps, out.data, nullptr, x.rows, x.cols,
                    stream_->get());
 }
@@ -841,6 +879,7 @@ void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w
                  residual.rows == x.rows && residual.cols == x.cols,
              "add_rmsnorm: shapes residual [{}, {}], x [{}, {}], w {}, out [{}, {}]", residual.rows,
              residual.cols, x.rows, x.cols, w.numel(), out.rows, out.cols);
+    if (skip(kSkipNorm)) return;
     launch_rmsnorm(act_, w.dtype, residual.dtype, x.data, w.data, eps, out.data, residual.data,
                    x.rows, x.cols, stream_->get());
 }
@@ -863,7 +902,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
         FS_CHECK(b->numel() == N && b->dtype == act_,
                  "linear: bias has {} elements of {}, expected {} of {}", b->numel(),
                  dtype_name(b->dtype), N, dtype_name(act_));
-    if (T == 0) return;
+    if (T == 0 || skip(kSkipLinear)) return;
     cudaStream_t st = stream_->get();
     const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
                          alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
@@ -961,6 +1000,7 @@ void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
         FS_CHECK(static_cast<int64_t>(meta_.rope[v].inv_freq.size()) == half,
                  "rope: variant {} has {} frequencies, rotary_dim {} needs {}", v,
                  meta_.rope[v].inv_freq.size(), p.rotary_dim, half);
+    if (skip(kSkipRope)) return;
     launch_rope(act_, qkv.data, T, qkv.cols, p.num_heads + p.num_kv_heads, p.head_dim, half, dm_,
                 stream_->get());
 }
@@ -997,8 +1037,10 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
         static_cast<size_t>((L.num_blocks + 1) * L.block_size * L.num_kv_heads * L.head_dim);
     char* kbase = kv_.as<char>() + static_cast<size_t>(layer) * 2 * pool_elems * dtype_size(act_);
     char* vbase = kbase + pool_elems * dtype_size(act_);
-    launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
-                    dm_.slot_mapping, kbase, vbase, st);
+    if (!skip(kSkipKv))
+        launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
+                        dm_.slot_mapping, kbase, vbase, st);
+    if (skip(kSkipAttn)) return;
     AttnLaunch a{act_,       qkv.data,     qkv.cols, kbase,   vbase,    p.num_heads, p.num_kv_heads,
                  p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
@@ -1031,6 +1073,7 @@ void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
     FS_CHECK(gate_up.cols % 2 == 0 && out.rows == gate_up.rows && out.cols == gate_up.cols / 2,
              "silu_mul: gate_up [{}, {}] -> out [{}, {}]", gate_up.rows, gate_up.cols, out.rows,
              out.cols);
+    if (skip(kSkipSilu)) return;
     launch_silu_mul(act_, gate_up.data, out.data, gate_up.rows, out.cols, stream_->get());
 }
 
