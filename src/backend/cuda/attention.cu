@@ -266,9 +266,14 @@ constexpr int kDecWarps = 4;
 // lane keeps U key and U value loads in flight per step. The GP query heads of one KV group
 // share every K/V row. Scores are in base 2 (scale*log2(e) folded into q); the partial states
 // are written with m in natural-log units for splitk_reduce_kernel.
+// Partitions that hold keys are merged in this kernel: one partition writes the output itself;
+// with several, each writes its partial state and the last to finish (a per-(token, block row)
+// arrival counter in `cnt`, zero between launches: the last block resets it) merges them in
+// partition order, with the arithmetic of splitk_reduce_kernel (so the result does not depend
+// on which block is last).
 template <typename T, int D, int GP>
 __global__ void __launch_bounds__(kDecWarps * 32)
-    decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw) {
+    decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
     pdl_trigger();
     pdl_wait();
     constexpr int LPK = D / 8;          // lanes per key row
@@ -290,6 +295,8 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const TokenRange tr = token_range(m, t, a.window);
     const int32_t bt_off = m.seqs[tr.seq].block_table_offset;
     const int32_t part = split_part(tr.hi - tr.lo, splits);
+    const int32_t used = (tr.hi - tr.lo + part - 1) / part;  // partitions with keys (>= 1)
+    if (static_cast<int32_t>(blockIdx.x) >= used) return;
     const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
     const int32_t hi = min(tr.hi, lo + part);
     const int32_t bs = static_cast<int32_t>(a.block_size);
@@ -404,6 +411,24 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     }
     __syncthreads();
     const int64_t H = a.H;
+    if (used == 1) {  // the only partition: the output directly (what the merge of one gives)
+        for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
+            const int g = idx / D, d = idx % D;
+            float M = -INFINITY;
+#pragma unroll
+            for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, m_s[w][g]);
+            float L = 0.0f, A = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kDecWarps; ++w) {
+                    const float e = exp2f(m_s[w][g] - M);
+                    L += l_s[w][g] * e;
+                    A += acc_s[w][g][d] * e;
+                }
+            const int64_t h = kvh * G + g0 + g;
+            static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
+        }
+        return;
+    }
     const int64_t split = blockIdx.x;
     for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
         const int g = idx / (D + 1), d = idx % (D + 1);
@@ -424,6 +449,36 @@ __global__ void __launch_bounds__(kDecWarps * 32)
                 for (int w = 0; w < kDecWarps; ++w) A += acc_s[w][g][d] * exp2f(m_s[w][g] - M);
             accw[pidx * D + d] = A;
         }
+    }
+    // the last partition to arrive merges them all
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* c = cnt + tok_idx * gridDim.y + blockIdx.y;
+        last = atomicAdd(c, 1) == used - 1;
+        if (last) *c = 0;  // every partition has arrived: ready for the next launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
+        const int g = idx / D, d = idx % D;
+        const int64_t h = kvh * G + g0 + g;
+        const size_t part0 = (static_cast<size_t>(tok_idx) * H + h) * splits;
+        float M = -INFINITY;
+        for (int32_t s = 0; s < used; ++s) M = fmaxf(M, __ldcg(ml + (part0 + s) * 2));
+        float L = 0.0f, A = 0.0f;
+        if (M != -INFINITY)
+            for (int32_t s = 0; s < used; ++s) {
+                const float ms = __ldcg(ml + (part0 + s) * 2);
+                if (ms != -INFINITY) {
+                    const float e = __expf(ms - M);
+                    L += __ldcg(ml + (part0 + s) * 2 + 1) * e;
+                    A += __ldcg(accw + (part0 + s) * D + d) * e;
+                }
+            }
+        static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
     }
 }
 
@@ -917,40 +972,40 @@ void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
 
 template <typename T, int D, int GP>
 void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     float* ml, float* accw, cudaStream_t st) {
+                     float* ml, float* accw, int* cnt, cudaStream_t st) {
     const int64_t G = a.H / a.KVH;
     const int64_t qgroups = (G + GP - 1) / GP;
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
               static_cast<unsigned>(n_tokens));
     launch_pdl(decode_kernel<T, D, GP>, grid, dim3(kDecWarps * 32), 0, st, "decode_kernel", a, m,
-               splits, ml, accw);
+               splits, ml, accw, cnt);
     FS_CUDA_LAUNCH("decode_kernel");
 }
 
 template <typename T, int D>
 void launch_decode_g(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     float* ml, float* accw, cudaStream_t st) {
+                     float* ml, float* accw, int* cnt, cudaStream_t st) {
     const int64_t G = a.H / a.KVH;
     if (G == 1)
-        launch_decode_t<T, D, 1>(a, m, n_tokens, splits, ml, accw, st);
+        launch_decode_t<T, D, 1>(a, m, n_tokens, splits, ml, accw, cnt, st);
     else if (G == 2)
-        launch_decode_t<T, D, 2>(a, m, n_tokens, splits, ml, accw, st);
+        launch_decode_t<T, D, 2>(a, m, n_tokens, splits, ml, accw, cnt, st);
     else if (G <= 4)
-        launch_decode_t<T, D, 4>(a, m, n_tokens, splits, ml, accw, st);
+        launch_decode_t<T, D, 4>(a, m, n_tokens, splits, ml, accw, cnt, st);
     else
-        launch_decode_t<T, D, 8>(a, m, n_tokens, splits, ml, accw, st);
+        launch_decode_t<T, D, 8>(a, m, n_tokens, splits, ml, accw, cnt, st);
 }
 
 template <typename T>
 void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                     void* work, cudaStream_t st) {
+                     void* work, int* cnt, cudaStream_t st) {
     float* ml = static_cast<float*>(work);
     float* accw = ml + n_tokens * a.H * splits * 2;
-    if (a.D == 64)
-        launch_decode_g<T, 64>(a, m, n_tokens, splits, ml, accw, st);
-    else if (a.D == 128)
-        launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, st);
-    else if (a.D <= 32)
+    if (a.D == 64)  // merges its partitions itself
+        return launch_decode_g<T, 64>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    if (a.D == 128)
+        return launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    if (a.D <= 32)
         launch_splitk_t<T, 1>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 64)
         launch_splitk_t<T, 2>(a, m, n_tokens, splits, ml, accw, st);
@@ -971,6 +1026,10 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
 
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits) {
     return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
+}
+
+int64_t splitk_counter_count(int64_t n_tokens, int64_t H) {
+    return n_tokens * H;  // block rows per token: KVH * ceil(G / GP) <= H
 }
 
 namespace {
@@ -1056,14 +1115,14 @@ int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KV
 }  // namespace
 
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
-                             int64_t splits, void* work, cudaStream_t st) {
+                             int64_t splits, void* work, int* counters, cudaStream_t st) {
     if (n_tokens == 0) return;
     FS_CHECK(n_tokens < 65536, "attention: too many decode tokens in one batch ({})", n_tokens);
     FS_CHECK(splits >= 1 && splits <= kMaxSplits, "attention: {} partitions", splits);
     if (a.dt == DType::BF16)
-        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, work, st);
+        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, work, counters, st);
     else
-        launch_splitk_d<__half>(a, m, n_tokens, splits, work, st);
+        launch_splitk_d<__half>(a, m, n_tokens, splits, work, counters, st);
 }
 
 bool prefill_supported(int64_t D) {

@@ -507,6 +507,7 @@ class CudaBackend final : public Backend {
     std::vector<int32_t> decode_tokens_, prefill_tiles_;
     int64_t max_decode_ctx_ = 0;
     DeviceBuffer attn_ws_;
+    DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
 
     // recorded decode steps (CUDA graphs), one per (batch bucket, caller tensors id)
     static constexpr int64_t kMaxGraphRows = 256;
@@ -1057,13 +1058,21 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
         if (graph_bucket_ > 0)  // one size for every bucket: growing would move recorded steps
             for (int64_t b = 1; b <= kMaxGraphRows; b *= 2)
                 need = std::max(need, decode_ws_bytes(b, p, ctx));
-        if (attn_ws_.size() < need) {
+        const size_t need_cnt =  // arrival counters (a bucket's n never exceeds kMaxGraphRows)
+            static_cast<size_t>(splitk_counter_count(std::max<int64_t>(n, kMaxGraphRows),
+                                                     p.num_heads)) *
+            sizeof(int);
+        if (attn_ws_.size() < need || attn_cnt_.size() < need_cnt) {
             FS_CHECK(!capturing_, "attention: workspace grew while recording a step");
             FS_CUDA(cudaStreamSynchronize(st));
             invalidate_graphs();
             attn_ws_.ensure(need);
+            if (attn_cnt_.size() < need_cnt) {
+                attn_cnt_.ensure(need_cnt);
+                FS_CUDA(cudaMemset(attn_cnt_.get(), 0, attn_cnt_.size()));
+            }
         }
-        launch_attention_splitk(a, dm_, n, splits, attn_ws_.get(), st);
+        launch_attention_splitk(a, dm_, n, splits, attn_ws_.get(), attn_cnt_.as<int>(), st);
     }
 }
 

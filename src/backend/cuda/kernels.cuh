@@ -88,8 +88,11 @@ size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t sp
 // balanced waves (occupancy of the kernel that runs), no partition under 64 keys of max_ctx.
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms);
+// `counters`: splitk_counter_count(n_tokens, H) ints, all zero between launches (zero them
+// once when allocating; the kernel leaves them zero).
+int64_t splitk_counter_count(int64_t n_tokens, int64_t H);
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
-                             int64_t splits, void* work, cudaStream_t st);
+                             int64_t splits, void* work, int* counters, cudaStream_t st);
 // Tiled tensor-core prefill over m.prefill_tiles (m.prefill_tile_q query rows of one sequence).
 bool prefill_supported(int64_t D);
 // Query rows per prefill tile for head_dim D: 128 when launch_attention_prefill takes the sm90
