@@ -274,8 +274,7 @@ constexpr int kDecWarps = 4;
 template <typename T, int D, int GP>
 __global__ void __launch_bounds__(kDecWarps * 32)
     decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_trigger();  // pdl_wait() comes after the first K/V loads (see below)
     constexpr int LPK = D / 8;          // lanes per key row
     constexpr int KPW = 32 / LPK;       // key rows per warp load
     constexpr int U = GP >= 8 ? 2 : 4;  // loads in flight per lane (registers)
@@ -307,12 +306,73 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     const T* vp = static_cast<const T*>(a.v_pool) + kvh * D + cl * 8;
     const float qscale = a.scale * 1.4426950408889634f;
 
+    // a.rope_store: rotate q and the new k here (rope_kernel's arithmetic: lane cl holds dims
+    // cl*8 .. cl*8+7, its rotate_half partner is lane cl ^ LPK/2) and store the new k and v;
+    // the partition holding the query's own key (the last) takes that key from registers.
+    const bool fuse = a.rope_store != 0;
+    const bool has_new = fuse && hi == tr.hi;
+    const int32_t hi_loop = has_new ? hi - 1 : hi;
+    float rc[8], rsn[8];
+    if (fuse) {
+        const int32_t var = m.seqs[tr.seq].rope_variant;
+        const float* inv = m.inv_freq + m.rope_offset[var] + (cl % (LPK / 2)) * 8;
+        const float scaling = m.rope_scaling[var];
+        const float pos = static_cast<float>(m.positions[t]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float sn, cs;
+            sincosf(__fmul_rn(pos, inv[e]), &sn, &cs);
+            rc[e] = round_to<T>(cs * scaling);
+            rsn[e] = round_to<T>(sn * scaling);
+        }
+    }
+    const bool first_half = cl < LPK / 2;
+    auto rope8 = [&](float(&x)[8]) {  // every lane of the warp calls it
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const float o = __shfl_xor_sync(0xffffffffu, x[e], LPK / 2);
+            x[e] = first_half ? round_to<T>(round_to<T>(x[e] * rc[e]) + round_to<T>(-o * rsn[e]))
+                              : round_to<T>(round_to<T>(x[e] * rc[e]) + round_to<T>(o * rsn[e]));
+        }
+    };
+    auto pack8 = [](const float(&x)[8]) {
+        uint4 r;
+        T* e = reinterpret_cast<T*>(&r);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) e[i] = from_f<T>(x[i]);
+        return r;
+    };
+    const bool writer = warp == 0 && sub == 0;
+
+    // The first K/V rows of this warp, loaded before waiting for the kernel before this one:
+    // keys before the sequence's n_past were stored by earlier steps, and the metadata was
+    // uploaded before the step (only q and this step's own keys come from that kernel).
+    const int32_t n_past = m.seqs[tr.seq].n_past;
+    uint4 kr[U], vr[U];
+    bool ok[U], pre[U];
+    auto key_off = [&](int32_t i, bool valid) {
+        const int32_t blk = valid ? m.block_tables[bt_off + i / bs] : 0;
+        return (static_cast<size_t>(blk) * bs + (valid ? i % bs : 0)) * slot_stride;
+    };
+    const int32_t kfirst = lo + warp * KSTEP;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int32_t i = kfirst + u * KPW + sub;
+        ok[u] = i < hi_loop;
+        pre[u] = ok[u] && i < n_past;
+        const size_t off = key_off(i, pre[u]);
+        kr[u] = pre[u] ? ld_nc_stream(kp + off) : make_uint4(0, 0, 0, 0);
+        vr[u] = pre[u] ? ld_nc_stream(vp + off) : make_uint4(0, 0, 0, 0);
+    }
+    pdl_wait();
+
     float q[GP][8];
 #pragma unroll
     for (int g = 0; g < GP; ++g) {
         if (g < ng) {
             const T* qr = qkv + static_cast<size_t>(t) * a.ld + (kvh * G + g0 + g) * D + cl * 8;
             unpack8<T>(*reinterpret_cast<const uint4*>(qr), q[g]);
+            if (fuse) rope8(q[g]);  // qkv keeps the unrotated q: other blocks read it
 #pragma unroll
             for (int e = 0; e < 8; ++e) q[g][e] *= qscale;
         } else {
@@ -329,22 +389,26 @@ __global__ void __launch_bounds__(kDecWarps * 32)
         for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
     }
 
-    for (int32_t k0 = lo + warp * KSTEP; k0 < hi; k0 += kDecWarps * KSTEP) {
-        bool ok[U];
-        size_t off[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int32_t i = k0 + u * KPW + sub;
-            ok[u] = i < hi;
-            const int32_t blk = ok[u] ? m.block_tables[bt_off + i / bs] : 0;
-            off[u] = (static_cast<size_t>(blk) * bs + (ok[u] ? i % bs : 0)) * slot_stride;
+    uint4 knew = make_uint4(0, 0, 0, 0), vnew = make_uint4(0, 0, 0, 0);
+    if (has_new) {
+        const T* krow = qkv + static_cast<size_t>(t) * a.ld + (a.H + kvh) * D + cl * 8;
+        float kf[8];
+        unpack8<T>(*reinterpret_cast<const uint4*>(krow), kf);
+        rope8(kf);
+        knew = pack8(kf);
+        vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
+        if (writer && g0 == 0) {  // one block per (token, kv head) stores the new row
+            const int32_t slot = m.slot_mapping[t];
+            if (slot >= 0) {  // padding rows have no slot
+                const size_t o = static_cast<size_t>(slot) * slot_stride + kvh * D + cl * 8;
+                *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(a.k_pool)) + o) = knew;
+                *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(a.v_pool)) + o) = vnew;
+            }
         }
-        uint4 kr[U], vr[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            kr[u] = ok[u] ? ld_nc_stream(kp + off[u]) : make_uint4(0, 0, 0, 0);
-            vr[u] = ok[u] ? ld_nc_stream(vp + off[u]) : make_uint4(0, 0, 0, 0);
-        }
+    }
+
+    // one step of U key rows per lane group: scores, online softmax, accumulation
+    auto consume = [&](const uint4(&kr)[U], const uint4(&vr)[U], const bool(&ok)[U]) {
         float sc[U][GP];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -389,6 +453,41 @@ __global__ void __launch_bounds__(kDecWarps * 32)
                 acc[g][e] = v;
             }
         }
+    };
+    for (int32_t k0 = kfirst; k0 < hi_loop; k0 += kDecWarps * KSTEP) {
+        if (k0 == kfirst) {  // the rows not loaded before the wait
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                if (ok[u] && !pre[u]) {
+                    const size_t off = key_off(k0 + u * KPW + sub, true);
+                    kr[u] = ld_nc_stream(kp + off);
+                    vr[u] = ld_nc_stream(vp + off);
+                }
+            }
+        } else {
+            size_t off[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int32_t i = k0 + u * KPW + sub;
+                ok[u] = i < hi_loop;
+                off[u] = key_off(i, ok[u]);
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                kr[u] = ok[u] ? ld_nc_stream(kp + off[u]) : make_uint4(0, 0, 0, 0);
+                vr[u] = ok[u] ? ld_nc_stream(vp + off[u]) : make_uint4(0, 0, 0, 0);
+            }
+        }
+        consume(kr, vr, ok);
+    }
+    if (has_new && warp == 0) {  // the query's own key, from registers
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            kr[u] = u == 0 ? knew : make_uint4(0, 0, 0, 0);
+            vr[u] = u == 0 ? vnew : make_uint4(0, 0, 0, 0);
+            ok[u] = u == 0 && sub == 0;
+        }
+        consume(kr, vr, ok);
     }
 
     // sum the key rows of the warp (lanes with the same cl), then merge the warps

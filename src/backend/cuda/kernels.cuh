@@ -77,6 +77,10 @@ struct AttnLaunch {
     float scale;
     void* out;  // [T, H*D]
     int64_t out_ld;
+    // decode kernel only (head_dim 64/128, rotary_dim == head_dim, tokens' own k/v not yet
+    // stored): apply rope to q and k as rope_kernel does (qkv itself is left unrotated) and
+    // store the rotated k and v at slot_mapping
+    int rope_store = 0;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
 // Each (token, kv head) runs `splits` blocks; the kernel cuts every token's visible keys into
