@@ -291,40 +291,58 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     const bool bs_pow2 = (bs & (bs - 1)) == 0;
     const int bs_shift = __ffs(bs) - 1;
 
-    // chunk idx -> key 8g + rr, dim chunk c; smem bytes [16 idx, 16 idx + 16) of the tile
-    auto load_tile_t = [&](int stage, int32_t kt, auto pow2) {
+    // chunk idx -> key 8g + rr, dim chunk c; smem bytes [16 idx, 16 idx + 16) of the tile.
+    // Thread t copies chunks idx = it * 256 + t, it < NIT, i.e. NIT keys of the tile. The
+    // block-table lookups of a tile (global loads, an L2 round trip) are issued one tile ahead
+    // of its copies: fetch_slots(kt) loads the cache slots of this thread's keys of tile kt
+    // into registers, issue_tile() uses them one iteration later, so that no thread waits for
+    // btab[] between the barrier and the S wgmmas.
+    constexpr int NIT = BC * CH / kSm90Threads;
+    auto fetch_slots_t = [&](int32_t kt, int32_t* sl, auto pow2) {
+#pragma unroll
+        for (int it = 0; it < NIT; ++it) {
+            const int idx = it * kSm90Threads + static_cast<int>(threadIdx.x);
+            const int rr = idx & 7, g = idx / (8 * CH);
+            const int32_t i = kt + g * 8 + rr;
+            sl[it] = 0;
+            if (i < hi) {
+                const int32_t blk = decltype(pow2)::value ? i >> bs_shift : i / bs;
+                const int32_t in_blk = decltype(pow2)::value ? i & (bs - 1) : i % bs;
+                sl[it] = btab[blk] * bs + in_blk;
+            }
+        }
+    };
+    auto fetch_slots = [&](int32_t kt, int32_t* sl) {
+        if (bs_pow2)
+            fetch_slots_t(kt, sl, std::true_type{});
+        else
+            fetch_slots_t(kt, sl, std::false_type{});
+    };
+    auto issue_tile = [&](int stage, int32_t kt, const int32_t* sl) {
         const uint32_t ks = smem0 + stage * 2 * TILE;
         const uint32_t vs = ks + TILE;
 #pragma unroll
-        for (int it = 0; it < BC * CH / kSm90Threads; ++it) {
+        for (int it = 0; it < NIT; ++it) {
             const int idx = it * kSm90Threads + static_cast<int>(threadIdx.x);
             const int rr = idx & 7, c = (idx >> 3) % CH, g = idx / (8 * CH);
-            const int32_t i = kt + g * 8 + rr;
-            const bool ok = i < hi;
-            size_t off = 0;
-            if (ok) {
-                const int32_t blk = decltype(pow2)::value ? i >> bs_shift : i / bs;
-                const int32_t in_blk = decltype(pow2)::value ? i & (bs - 1) : i % bs;
-                off = (static_cast<size_t>(btab[blk]) * bs + in_blk) * slot_stride + c * 8;
-            }
+            const bool ok = kt + g * 8 + rr < hi;
+            const size_t off = ok ? static_cast<size_t>(sl[it]) * slot_stride + c * 8 : 0;
             cp_async16_sm90(ks + idx * 16, kpool + off, ok);
             cp_async16_sm90(vs + idx * 16, vpool + off, ok);
         }
     };
-    auto load_tile = [&](int stage, int32_t kt) {
-        if (bs_pow2)
-            load_tile_t(stage, kt, std::true_type{});
-        else
-            load_tile_t(stage, kt, std::false_type{});
-    };
 
     // kSm90Stages-stage ring: one commit group per tile (empty past hi), tile t in stage
-    // t % kSm90Stages, tiles t+1 .. t+kSm90Stages-2 in flight while tile t computes
+    // t % kSm90Stages, tiles t+1 .. t+kSm90Stages-2 in flight while tile t computes; nsl holds
+    // the slots of the next tile to issue
+    int32_t nsl[NIT];
 #pragma unroll
     for (int st = 0; st < kSm90Stages - 1; ++st) {
-        if (lo + st * BC < hi) load_tile(st, lo + st * BC);
+        fetch_slots(lo + st * BC, nsl);
+        if (lo + st * BC < hi) issue_tile(st, lo + st * BC, nsl);
         cp_async_commit_sm90();
     }
+    fetch_slots(lo + (kSm90Stages - 1) * BC, nsl);
     int stage = 0;
     for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
         cp_async_wait_sm90<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
@@ -332,11 +350,15 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         __syncthreads();      // ... for every thread; and every thread has waited for the
                               // wgmmas of the previous tile: that tile's stage is free
         // tile kt + (kSm90Stages-1) BC into the stage of the previous tile (issued before the S
-        // wgmmas: issuing them while the accumulators are in flight costs registers)
+        // wgmmas: issuing them while the accumulators are in flight costs registers); then the
+        // block-table lookups of the tile after it (consumed next iteration)
         {
             const int32_t kn = kt + (kSm90Stages - 1) * BC;
             const int ls = stage == 0 ? kSm90Stages - 1 : stage - 1;
-            if (kn < hi) load_tile(ls, kn);
+            if (kn < hi) {
+                issue_tile(ls, kn, nsl);
+                fetch_slots(kn + BC, nsl);
+            }
             cp_async_commit_sm90();
         }
         // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
