@@ -22,7 +22,10 @@
 //   O += P V  : 4 x wgmma m64n{D}k16, A = P (registers), B = V tile (smem, MN-major: the head
 //               dims, i.e. N, are contiguous) with imm-trans-b = 1.
 // K/V tiles of 64 keys are copied with cp.async (16-byte chunks, zero-filled past `hi`) into
-// three stages; tiles j+1, j+2 load while tile j computes.
+// four stages; tiles j+1, j+2 load while tile j computes, and the P V wgmmas of tile j-1 are
+// not waited for before the S wgmmas of tile j were issued (they run under the barrier, the
+// next copies and the S issue; wgmma groups retire in order, so the wait for S covers them).
+// The block-table entries of a tile are loaded one iteration before its copies are issued.
 //
 // Shared-memory layout of a tile (the same for K and V): the "no swizzle" canonical layout is
 // made of core matrices of 8 rows x 16 bytes (8 elements) stored as 128 contiguous bytes. A
@@ -53,7 +56,7 @@
 // Performance model (H200, D = 128, one 64x64 tile):
 //   FLOPs per tile: 2 * 64*64*128 (S) + 2 * 64*64*128 (PV) = 2.1 MFLOP, about 512 tensor-core
 //   clocks of one SM (~4096 dense bf16 FLOP/clk/SM); 4096 exp2 = 256 MUFU clocks.
-//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; three stages = 96 KB (D = 64: 48 KB).
+//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; four stages = 128 KB (D = 64: 64 KB).
 //   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values; 256 threads at
 //   __launch_bounds__(256, 1): 1 CTA (8 warps) per SM, the two warpgroups' softmax phases
 //   overlap each other's wgmma (no producer warp / intra-warpgroup pipelining in this version).
@@ -72,7 +75,10 @@ namespace {
 
 constexpr int kSm90Threads = 256;  // two consumer warpgroups, 64 query rows each
 constexpr int kSm90Keys = 64;      // keys per tile (Bc)
-constexpr int kSm90Stages = 3;     // K/V tiles in flight (1 CTA/SM: smem to spare)
+constexpr int kSm90Ahead = 2;      // K/V tiles in flight beyond the one being computed
+// stages: the tile being computed, kSm90Ahead tiles in flight, and the previous tile, whose
+// P V wgmmas run on (asynchronously) until the next tile's S wgmmas are waited for
+constexpr int kSm90Stages = kSm90Ahead + 2;
 
 // Byte strides of the two descriptors (see the header comment).
 struct WgStrides {
@@ -333,28 +339,36 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     };
 
     // kSm90Stages-stage ring: one commit group per tile (empty past hi), tile t in stage
-    // t % kSm90Stages, tiles t+1 .. t+kSm90Stages-2 in flight while tile t computes; nsl holds
-    // the slots of the next tile to issue
+    // t % kSm90Stages; while tile t computes, tiles t+1 .. t+kSm90Ahead are in flight and the
+    // stage of tile t-1 is still read by its P V wgmmas (waited for after the S wgmmas of tile
+    // t). nsl holds the slots of the next tile to issue.
     int32_t nsl[NIT];
 #pragma unroll
-    for (int st = 0; st < kSm90Stages - 1; ++st) {
+    for (int st = 0; st < kSm90Ahead; ++st) {
         fetch_slots(lo + st * BC, nsl);
         if (lo + st * BC < hi) issue_tile(st, lo + st * BC, nsl);
         cp_async_commit_sm90();
     }
-    fetch_slots(lo + (kSm90Stages - 1) * BC, nsl);
+    fetch_slots(lo + kSm90Ahead * BC, nsl);
+    // P of the previous tile: the A operand of its P V wgmmas, which may still be running
+    uint32_t pa[BC / 16][4];
+#pragma unroll
+    for (int j = 0; j < BC / 16; ++j) pa[j][0] = pa[j][1] = pa[j][2] = pa[j][3] = 0u;
     int stage = 0;
     for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
-        cp_async_wait_sm90<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
-        fence_proxy_async();  // ... and are visible to the async proxy (wgmma) ...
-        __syncthreads();      // ... for every thread; and every thread has waited for the
-                              // wgmmas of the previous tile: that tile's stage is free
-        // tile kt + (kSm90Stages-1) BC into the stage of the previous tile (issued before the S
-        // wgmmas: issuing them while the accumulators are in flight costs registers); then the
-        // block-table lookups of the tile after it (consumed next iteration)
+        // this thread's copies of tile kt landed and are visible to the async proxy (wgmma);
+        // after the barrier for every thread, and every thread has waited for the wgmmas of
+        // tile kt - 2 BC (at the latest after the S wgmmas of tile kt - BC): its stage is free
+        cp_async_wait_sm90<kSm90Ahead - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        // tile kt + kSm90Ahead BC into the stage of tile kt - 2 BC (issued before the S
+        // wgmmas, while the P V wgmmas of tile kt - BC may still run); then the block-table
+        // lookups of the tile after it (consumed next iteration)
         {
-            const int32_t kn = kt + (kSm90Stages - 1) * BC;
-            const int ls = stage == 0 ? kSm90Stages - 1 : stage - 1;
+            const int32_t kn = kt + kSm90Ahead * BC;
+            const int ls = stage + kSm90Ahead < kSm90Stages ? stage + kSm90Ahead
+                                                            : stage + kSm90Ahead - kSm90Stages;
             if (kn < hi) {
                 issue_tile(ls, kn, nsl);
                 fetch_slots(kn + BC, nsl);
@@ -362,7 +376,15 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             cp_async_commit_sm90();
         }
         // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
-        if (kt >= w_hi || kt + BC <= w_lo) continue;
+        // (the P V wgmmas of its previous tile are waited for: their stage is overwritten
+        // after the next barrier)
+        if (kt >= w_hi || kt + BC <= w_lo) {
+            wg_wait0();
+            reg_fence(o);
+#pragma unroll
+            for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
+            continue;
+        }
         const uint32_t ks = smem0 + stage * 2 * TILE;
         const uint32_t vs = ks + TILE;
 
@@ -375,8 +397,11 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         for (int kc = 0; kc < D / 16; ++kc)
             wgmma_rs<T, 64, 0>(s, qf[kc], wg_desc(ks + kc * 256, ws.k_lbo, ws.k_sbo), kc > 0);
         wg_commit();
-        wg_wait0();
+        wg_wait0();  // S, and the P V wgmmas of the previous tile (groups retire in order)
         reg_fence(s);
+        reg_fence(o);
+#pragma unroll
+        for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
 
         // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3]). The row
         // maximum is taken on the raw scores (the scale is positive); p = 2^(s*sl2 - m) is
@@ -424,8 +449,7 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
 
-        // P as the A operand of k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1
-        uint32_t pa[BC / 16][4];
+            // P as the A operand of k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1
 #pragma unroll
         for (int j = 0; j < BC / 16; ++j) {
             pa[j][0] = P::pack(s[8 * j + 0], s[8 * j + 1]);
@@ -443,9 +467,11 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         for (int j = 0; j < BC / 16; ++j)
             wgmma_rs<T, D, 1>(o, pa[j], wg_desc(vs + j * 32 * D, ws.v_lbo, ws.v_sbo), 1);
         wg_commit();
-        wg_wait0();  // O is read next tile, and this stage is overwritten after the barrier
-        reg_fence(o);
+        // not waited for here: these wgmmas run on under the next barrier, the next copies
+        // and the next S wgmmas (o and pa stay untouched until that wait)
     }
+    wg_wait0();
+    reg_fence(o);
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
