@@ -132,6 +132,13 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
 }
+// 2^x, one MUFU.EX2 (exp2f adds a range check and two multiplies for denormal results, which
+// softmax does not need: ftz flushes them to 0; 2^-inf = 0)
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -405,9 +412,8 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 
         // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3]). The row
         // maximum is taken on the raw scores (the scale is positive); p = 2^(s*sl2 - m) is
-        // one FFMA and one exp2f per score (ex2.approx.ftz through inline asm saves two
-        // instructions per score but tips the register allocation into spills at 168). mr / muse
-        // are in scaled (base-2) units.
+        // one FFMA and one MUFU.EX2 per score (ex2.approx.ftz: exp2f costs three more
+        // instructions per score for denormal results). mr / muse are in scaled (base-2) units.
         const bool need_mask = a.window > 0 || kt + BC - 1 > w_pmin || !v0 || !v1;
         float mx[2] = {-INFINITY, -INFINITY};
         if (need_mask) {
@@ -434,13 +440,13 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             const float mnew = fmaxf(mr[r], mx[r] * sl2);  // -inf stays -inf
             muse[r] = mnew == -INFINITY ? 0.0f : mnew;
-            alpha[r] = exp2f(mr[r] - muse[r]);  // 0 when mr was -inf
+            alpha[r] = ex2_ftz(mr[r] - muse[r]);  // 0 when mr was -inf
             mr[r] = mnew;
         }
         float rs[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int i = 0; i < BC / 2; ++i) {
-            const float p = exp2f(fmaf(s[i], sl2, -muse[(i >> 1) & 1]));  // 0 for -inf
+            const float p = ex2_ftz(fmaf(s[i], sl2, -muse[(i >> 1) & 1]));  // 0 for -inf
             s[i] = p;
             rs[(i >> 1) & 1] += p;
         }
