@@ -33,9 +33,8 @@
 // r = 8g + rr, is stored at byte ((g * D/8 + c) * 8 + rr) * 16: core matrix (g, c) = keys
 // 8g..8g+7 x dims 8c..8c+7 lies at (g * D/8 + c) * 128. So
 //   - neighbouring core matrices along the head dims are 128 bytes apart,
-//   - neighbouring core matrices along the keys are 16*D bytes apart,
-// and the cp.async of chunk index idx simply writes bytes [16 idx, 16 idx + 16) (8 consecutive
-// threads fill one core matrix: no bank conflicts).
+//   - neighbouring core matrices along the keys are 16*D bytes apart.
+// The copies are mapped to threads for whole 32-byte global sectors (see load/issue_tile).
 //
 // wgmma matrix descriptor (64 bit): bits 0-13 start address >> 4, 16-29 leading-dimension
 // byte offset (LBO) >> 4, 32-45 stride-dimension byte offset (SBO) >> 4, 62-63 swizzle (0 =
@@ -304,8 +303,12 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     const bool bs_pow2 = (bs & (bs - 1)) == 0;
     const int bs_shift = __ffs(bs) - 1;
 
-    // chunk idx -> key 8g + rr, dim chunk c; smem bytes [16 idx, 16 idx + 16) of the tile.
-    // Thread t copies chunks idx = it * 256 + t, it < NIT, i.e. NIT keys of the tile. The
+    // chunk idx -> key 8g + rr, dim chunk c, stored at smem bytes 16 ((g CH + c) 8 + rr) of the
+    // tile. In each quarter-warp (the L1 handles a 16-byte LDGSTS 8 lanes at a time) lanes
+    // 2k, 2k+1 copy dim chunks 2m, 2m+1 of key rr = k (+4): 4 whole 32-byte sectors. (The
+    // plain mapping, 8 keys x one chunk per quarter-warp, fetched 8 half-used sectors: twice
+    // the L2 -> SM traffic.) Thread t copies chunks idx = it * 256 + t, it < NIT, i.e. NIT
+    // keys of the tile. The
     // block-table lookups of a tile (global loads, an L2 round trip) are issued one tile ahead
     // of its copies: fetch_slots(kt) loads the cache slots of this thread's keys of tile kt
     // into registers, issue_tile() uses them one iteration later, so that no thread waits for
@@ -315,7 +318,7 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 #pragma unroll
         for (int it = 0; it < NIT; ++it) {
             const int idx = it * kSm90Threads + static_cast<int>(threadIdx.x);
-            const int rr = idx & 7, g = idx / (8 * CH);
+            const int rr = ((idx >> 1) & 3) | ((idx >> 1) & 4), g = idx / (8 * CH);
             const int32_t i = kt + g * 8 + rr;
             sl[it] = 0;
             if (i < hi) {
@@ -337,11 +340,13 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 #pragma unroll
         for (int it = 0; it < NIT; ++it) {
             const int idx = it * kSm90Threads + static_cast<int>(threadIdx.x);
-            const int rr = idx & 7, c = (idx >> 3) % CH, g = idx / (8 * CH);
+            const int rr = ((idx >> 1) & 3) | ((idx >> 1) & 4), g = idx / (8 * CH);
+            const int c = (idx & 1) | (((idx >> 4) % (CH / 2)) << 1);
+            const uint32_t so = static_cast<uint32_t>(((g * CH + c) * 8 + rr) * 16);
             const bool ok = kt + g * 8 + rr < hi;
             const size_t off = ok ? static_cast<size_t>(sl[it]) * slot_stride + c * 8 : 0;
-            cp_async16_sm90(ks + idx * 16, kpool + off, ok);
-            cp_async16_sm90(vs + idx * 16, vpool + off, ok);
+            cp_async16_sm90(ks + so, kpool + off, ok);
+            cp_async16_sm90(vs + so, vpool + off, ok);
         }
     };
 
