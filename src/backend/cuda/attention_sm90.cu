@@ -119,6 +119,9 @@ __device__ __forceinline__ void wg_commit() {
 __device__ __forceinline__ void wg_wait0() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+__device__ __forceinline__ void wg_wait1() {
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+}
 // Keeps the compiler from moving accesses of wgmma operand registers across the volatile
 // fence / wait instructions (the asm "reads and writes" the register at this point).
 template <int N>
@@ -362,21 +365,38 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         cp_async_commit_sm90();
     }
     fetch_slots(lo + kSm90Ahead * BC, nsl);
-    // P of the previous tile: the A operand of its P V wgmmas, which may still be running
+    // Per warpgroup, the P V wgmmas of a tile are issued in the next computed tile's iteration,
+    // right after its S wgmmas, and run under that tile's softmax (FlashAttention-3's
+    // intra-warpgroup overlap): S_j, commit, P_{j-1} V_{j-1}, commit, wait<1> (S_j done),
+    // softmax_j, wait<0> (P V done), O *= alpha_j, P_j -> pa. pa / pvs: P and the V stage of
+    // the pending tile (kNoPv: none).
     uint32_t pa[BC / 16][4];
 #pragma unroll
     for (int j = 0; j < BC / 16; ++j) pa[j][0] = pa[j][1] = pa[j][2] = pa[j][3] = 0u;
+    constexpr uint32_t kNoPv = 0xFFFFFFFFu;
+    uint32_t pvs = kNoPv;  // warpgroup-uniform
+    // O += P V, MN-major B (imm-trans-b = 1): k-step j = key groups 2j, 2j+1 (no fence)
+    auto issue_pv = [&](uint32_t vs) {
+#pragma unroll
+        for (int j = 0; j < BC / 16; ++j)
+            wgmma_rs<T, D, 1>(o, pa[j], wg_desc(vs + j * 32 * D, ws.v_lbo, ws.v_sbo), 1);
+    };
+    auto fence_o_pa = [&] {
+        reg_fence(o);
+#pragma unroll
+        for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
+    };
     int stage = 0;
     for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
         // this thread's copies of tile kt landed and are visible to the async proxy (wgmma);
-        // after the barrier for every thread, and every thread has waited for the wgmmas of
-        // tile kt - 2 BC (at the latest after the S wgmmas of tile kt - BC): its stage is free
+        // after the barrier for every thread, and every thread has waited for the wgmmas that
+        // read tile kt - 2 BC (the P V of tile kt - 2 BC completes in iteration kt - BC): its
+        // stage is free
         cp_async_wait_sm90<kSm90Ahead - 1>();
         fence_proxy_async();
         __syncthreads();
         // tile kt + kSm90Ahead BC into the stage of tile kt - 2 BC (issued before the S
-        // wgmmas, while the P V wgmmas of tile kt - BC may still run); then the block-table
-        // lookups of the tile after it (consumed next iteration)
+        // wgmmas); then the block-table lookups of the tile after it (consumed next iteration)
         {
             const int32_t kn = kt + kSm90Ahead * BC;
             const int ls = stage + kSm90Ahead < kSm90Stages ? stage + kSm90Ahead
@@ -388,13 +408,20 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             cp_async_commit_sm90();
         }
         // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
-        // (the P V wgmmas of its previous tile are waited for: their stage is overwritten
-        // after the next barrier)
+        // (skipped tiles are contiguous at either end of the range: the pending P V, of tile
+        // kt - BC, is finished here, before its stage is overwritten in the next iteration)
         if (kt >= w_hi || kt + BC <= w_lo) {
-            wg_wait0();
-            reg_fence(o);
+            if (pvs != kNoPv) {
+                fence_o_pa();
+                wg_fence();
+                issue_pv(pvs);
+                wg_commit();
+                wg_wait0();
+                fence_o_pa();
 #pragma unroll
-            for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
+                for (int j = 0; j < BC / 16; ++j) pa[j][0] = pa[j][1] = pa[j][2] = pa[j][3] = 0u;
+                pvs = kNoPv;
+            }
             continue;
         }
         const uint32_t ks = smem0 + stage * 2 * TILE;
@@ -402,18 +429,21 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 
         // S = Q K^T (64 rows x 64 keys), K-major B: k-step kc = dim chunks 2kc, 2kc+1. The
         // first k-step ignores the accumulator (scale-d = 0): s needs no initial value, so it
-        // is not live between tiles.
+        // is not live between tiles. Then the P V of the previous tile.
         float s[BC / 2];  // accumulator m64n64: n-block nt in s[4nt..4nt+3]
+        fence_o_pa();
         wg_fence();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
             wgmma_rs<T, 64, 0>(s, qf[kc], wg_desc(ks + kc * 256, ws.k_lbo, ws.k_sbo), kc > 0);
         wg_commit();
-        wg_wait0();  // S, and the P V wgmmas of the previous tile (groups retire in order)
+        // unconditional (a wgmma under a branch makes ptxas serialise them all): before the
+        // first computed tile, pa = 0 and the current V stage (finite: loaded or zero-filled)
+        // make it O += 0
+        issue_pv(pvs != kNoPv ? pvs : vs);
+        wg_commit();
+        wg_wait1();  // S (groups retire in order); the P V may still run
         reg_fence(s);
-        reg_fence(o);
-#pragma unroll
-        for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
 
         // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3]). The row
         // maximum is taken on the raw scores (the scale is positive); p = 2^(s*sl2 - m) is
@@ -457,9 +487,15 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         }
 #pragma unroll
         for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
+
+        // the previous P V is done: O and pa may be touched again. ptxas hoists the wait above
+        // the exponentials of the same basic block (which then no longer overlap the P V): the
+        // never-taken branch on the row sums (p >= 0) ends that block after them.
+        if (rs[0] + rs[1] < 0.0f) __trap();
+        wg_wait0();
+        fence_o_pa();
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
-
             // P as the A operand of k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1
 #pragma unroll
         for (int j = 0; j < BC / 16; ++j) {
@@ -468,21 +504,16 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             pa[j][2] = P::pack(s[8 * j + 4], s[8 * j + 5]);
             pa[j][3] = P::pack(s[8 * j + 6], s[8 * j + 7]);
         }
-
-        // O += P V, MN-major B (imm-trans-b = 1): k-step j = key groups 2j, 2j+1
-        reg_fence(o);
-#pragma unroll
-        for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
-        wg_fence();
-#pragma unroll
-        for (int j = 0; j < BC / 16; ++j)
-            wgmma_rs<T, D, 1>(o, pa[j], wg_desc(vs + j * 32 * D, ws.v_lbo, ws.v_sbo), 1);
-        wg_commit();
-        // not waited for here: these wgmmas run on under the next barrier, the next copies
-        // and the next S wgmmas (o and pa stay untouched until that wait)
+        pvs = vs;
     }
-    wg_wait0();
-    reg_fence(o);
+    if (pvs != kNoPv) {
+        fence_o_pa();
+        wg_fence();
+        issue_pv(pvs);
+        wg_commit();
+        wg_wait0();
+        reg_fence(o);
+    }
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
