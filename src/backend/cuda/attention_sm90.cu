@@ -23,9 +23,9 @@
 //               dims, i.e. N, are contiguous) with imm-trans-b = 1.
 // K/V tiles of 64 keys are copied with cp.async (16-byte chunks, zero-filled past `hi`) into
 // four stages; tiles j+1, j+2 load while tile j computes, and the P V wgmmas of tile j-1 are
-// not waited for before the S wgmmas of tile j were issued (they run under the barrier, the
-// next copies and the S issue; wgmma groups retire in order, so the wait for S covers them).
-// The block-table entries of a tile are loaded one iteration before its copies are issued.
+// issued after the S wgmmas of tile j and run under the softmax of tile j (FlashAttention-3's
+// intra-warpgroup overlap), so they read the stage of tile j-1 during iteration j. The
+// block-table entries of a tile are loaded one iteration before its copies are issued.
 //
 // Shared-memory layout of a tile (the same for K and V): the "no swizzle" canonical layout is
 // made of core matrices of 8 rows x 16 bytes (8 elements) stored as 128 contiguous bytes. A
@@ -56,9 +56,11 @@
 //   FLOPs per tile: 2 * 64*64*128 (S) + 2 * 64*64*128 (PV) = 2.1 MFLOP, about 512 tensor-core
 //   clocks of one SM (~4096 dense bf16 FLOP/clk/SM); 4096 exp2 = 256 MUFU clocks.
 //   shared memory per stage: K 16 KB + V 16 KB = 32 KB; four stages = 128 KB (D = 64: 64 KB).
-//   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values; 256 threads at
-//   __launch_bounds__(256, 1): 1 CTA (8 warps) per SM, the two warpgroups' softmax phases
-//   overlap each other's wgmma (no producer warp / intra-warpgroup pipelining in this version).
+//   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values (ptxas: 233 at D = 128,
+//   no spills); 256 threads at __launch_bounds__(256, 1): 1 CTA (8 warps) per SM. A
+//   warpgroup's softmax of tile j overlaps its own P V of tile j-1 (intra-warpgroup
+//   pipelining, see the loop) and the other warpgroup's wgmmas; no producer warp, no
+//   ping-pong barriers between the warpgroups (they meet at one __syncthreads per tile).
 //   L2 -> smem traffic: 128 FLOP per byte of K/V (64-row tiles: 64).
 #include <cstdint>
 #include <cstdlib>
