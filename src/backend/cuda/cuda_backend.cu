@@ -339,6 +339,8 @@ class CudaBackend final : public Backend {
                 int64_t col0 = 0) override;
     void rope(Tensor& qkv, const AttnParams& p) override;
     void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) override;
+    // One kernel rotates q/k and stores k/v (rope_store_kernel), then the attention kernels.
+    void rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) override;
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     bool fused_decode(int64_t rows, int64_t max_k) const override {
@@ -355,6 +357,12 @@ class CudaBackend final : public Backend {
 
   private:
     void begin_forward_impl(const BatchMeta& meta, bool pad);
+    // Checks of rope(); returns half the rotary dims.
+    int64_t check_rope(const Tensor& qkv, const AttnParams& p) const;
+    // attention(): stores k/v (launch_kv_store) when rope_half < 0, else rotates and stores in
+    // one kernel (launch_rope_store, rotary dims 2 * rope_half), then attends.
+    void attention_impl(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out,
+                        int64_t rope_half);
     // Batch size a step is recorded at (0: run it eagerly).
     int64_t graph_bucket(const BatchMeta& meta) const {
         const int64_t T = meta.num_tokens();
@@ -946,7 +954,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                lt_ws_.get(), lt_ws_.size(), st);
 }
 
-void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
+int64_t CudaBackend::check_rope(const Tensor& qkv, const AttnParams& p) const {
     need_meta("rope");
     check_act(qkv, "rope");
     const int64_t T = meta_.num_tokens();
@@ -961,11 +969,26 @@ void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
         FS_CHECK(static_cast<int64_t>(meta_.rope[v].inv_freq.size()) == half,
                  "rope: variant {} has {} frequencies, rotary_dim {} needs {}", v,
                  meta_.rope[v].inv_freq.size(), p.rotary_dim, half);
-    launch_rope(act_, qkv.data, T, qkv.cols, p.num_heads + p.num_kv_heads, p.head_dim, half, dm_,
-                stream_->get());
+    return half;
+}
+
+void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
+    const int64_t half = check_rope(qkv, p);
+    launch_rope(act_, qkv.data, meta_.num_tokens(), qkv.cols, p.num_heads + p.num_kv_heads,
+                p.head_dim, half, dm_, stream_->get());
+}
+
+void CudaBackend::rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) {
+    const int64_t half = check_rope(qkv, p);
+    attention_impl(layer, qkv, p, out, half);
 }
 
 void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) {
+    attention_impl(layer, qkv, p, out, -1);
+}
+
+void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnParams& p,
+                                 Tensor& out, int64_t rope_half) {
     need_meta("attention");
     check_act(qkv, "attention");
     check_act(out, "attention");
@@ -997,8 +1020,12 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
         static_cast<size_t>((L.num_blocks + 1) * L.block_size * L.num_kv_heads * L.head_dim);
     char* kbase = kv_.as<char>() + static_cast<size_t>(layer) * 2 * pool_elems * dtype_size(act_);
     char* vbase = kbase + pool_elems * dtype_size(act_);
-    launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
-                    dm_.slot_mapping, kbase, vbase, st);
+    if (rope_half < 0)
+        launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
+                        dm_.slot_mapping, kbase, vbase, st);
+    else
+        launch_rope_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
+                          rope_half, dm_, kbase, vbase, props_.multiProcessorCount, st);
     AttnLaunch a{act_,       qkv.data,     qkv.cols, kbase,   vbase,    p.num_heads, p.num_kv_heads,
                  p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
