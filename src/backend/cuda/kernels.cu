@@ -274,6 +274,20 @@ __global__ void __launch_bounds__(128)
     T* row = qkv + t * g.ld;
     if (r < g.rope_units) {
         const int hg = r / g.nch, i0 = (r % g.nch) * V;
+        const int nrh = g.H + g.KVH;
+        // all loads first, before the (dependent) metadata loads and the cos/sin: the stores of
+        // one head cannot be proven apart from the next head's loads, so an interleaved loop
+        // would wait for memory once per head
+        Vec av[G], bv[G];
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int h = hg * G + j;
+            if (h < nrh) {
+                const T* x = row + static_cast<int64_t>(h) * g.D;
+                av[j] = *reinterpret_cast<const Vec*>(x + i0);
+                bv[j] = *reinterpret_cast<const Vec*>(x + i0 + g.half);
+            }
+        }
         const int32_t s = m.token_seq[t];
         const int32_t var = m.seqs[s].rope_variant;
         const float* inv = m.inv_freq + m.rope_offset[var];
@@ -288,21 +302,18 @@ __global__ void __launch_bounds__(128)
             c[e] = round_to<T>(cs * scaling);
             sv[e] = round_to<T>(sn * scaling);
         }
-        const int nrh = g.H + g.KVH;
 #pragma unroll
         for (int j = 0; j < G; ++j) {
             const int h = hg * G + j;
             if (h >= nrh) break;
-            T* x = row + static_cast<int64_t>(h) * g.D;
-            const Vec av = *reinterpret_cast<const Vec*>(x + i0);
-            const Vec bv = *reinterpret_cast<const Vec*>(x + i0 + g.half);
             Vec na, nb;
 #pragma unroll
             for (int e = 0; e < V; ++e) {
-                const float a = to_f(av.v[e]), b = to_f(bv.v[e]);
+                const float a = to_f(av[j].v[e]), b = to_f(bv[j].v[e]);
                 na.v[e] = from_f<T>(round_to<T>(a * c[e]) + round_to<T>(-b * sv[e]));
                 nb.v[e] = from_f<T>(round_to<T>(b * c[e]) + round_to<T>(a * sv[e]));
             }
+            T* x = row + static_cast<int64_t>(h) * g.D;
             *reinterpret_cast<Vec*>(x + i0) = na;
             *reinterpret_cast<Vec*>(x + i0 + g.half) = nb;
             if (h >= g.H && slot >= 0) {
