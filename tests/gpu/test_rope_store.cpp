@@ -3,7 +3,7 @@
 // Backend::attention): bitwise identical rotated q/k, pools and attention output, on random
 // data at random positions, for several rope variants, GQA shapes, partial rotary, padding
 // tokens (slot -1), both the 16-byte vector path and the element fallback, and both head
-// groupings (one head per thread, four heads sharing one cos/sin).
+// groupings (one head per thread, two heads sharing one cos/sin).
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -183,7 +183,7 @@ TEST_P(CudaRopeStore, KernelMatchesRopeThenKvStore) {
     const int64_t big = small_mode() ? 40 : 300;
     for (const Shape& s : shapes)
         for (int64_t T : {int64_t{1}, int64_t{7}, big})
-            for (int num_sms : {1, 1 << 20}) {  // 4 heads per thread / 1 head per thread
+            for (int num_sms : {1, 1 << 20}) {  // 2 heads per thread / 1 head per thread
                 compare_kernels(dt, s, T, false, num_sms);
                 if (::testing::Test::HasFatalFailure()) return;
             }

@@ -525,9 +525,9 @@ void launch_rope_store(DType dt, void* qkv, int64_t T, int64_t ld, int64_t H, in
     const int V = vec ? 8 : 1;
     const int64_t nrh = H + KVH;
     // One head per rope thread while that leaves the device short of threads (decode), else
-    // 4 heads sharing one cos/sin computation (prefill).
+    // 2 heads sharing one cos/sin computation (prefill; 4 took 117 registers in bf16).
     const int64_t nch = half / V;
-    const int G = T * ((nrh + 3) / 4) * nch >= static_cast<int64_t>(num_sms) * 512 ? 4 : 1;
+    const int G = T * ((nrh + 1) / 2) * nch >= static_cast<int64_t>(num_sms) * 512 ? 2 : 1;
     RopeStoreGeom g{};
     g.ld = ld;
     g.H = static_cast<int>(H);
@@ -551,10 +551,10 @@ void launch_rope_store(DType dt, void* qkv, int64_t T, int64_t ld, int64_t H, in
                        static_cast<A*>(v_pool));
         };
         if (vec) {
-            if (G == 4) run(rope_store_kernel<A, 8, 4>);
+            if (G == 2) run(rope_store_kernel<A, 8, 2>);
             else run(rope_store_kernel<A, 8, 1>);
         } else {
-            if (G == 4) run(rope_store_kernel<A, 1, 4>);
+            if (G == 2) run(rope_store_kernel<A, 1, 2>);
             else run(rope_store_kernel<A, 1, 1>);
         }
     });
