@@ -1,10 +1,16 @@
 // Defaults of the optional Backend ops: a backend that reports fused_decode() == false never
-// gets these calls.
+// gets the fused one-row decode calls.
 #include "backend/backend.h"
 
 #include "core/error.h"
 
 namespace farsight {
+
+// The unfused sequence: rotate q/k in place, then store k/v and attend.
+void Backend::rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) {
+    rope(qkv, p);
+    attention(layer, qkv, p, out);
+}
 
 void Backend::norm_linear(const Tensor&, const Tensor&, float, const Tensor&, const Tensor*,
                           Tensor&) {

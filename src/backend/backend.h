@@ -169,6 +169,10 @@ public:
     // Store k, v of qkv into layer `layer`'s cache at meta.slot_mapping, then causal attention
     // of each sequence's queries over its cached keys/values -> out [T, H * D].
     virtual void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) = 0;
+    // rope(qkv, p) then attention(layer, qkv, p, out): what the model calls per layer. A backend
+    // may fuse the rotation with the KV-cache store or with the attention itself (the CUDA
+    // backend does both); afterwards qkv's q and k columns are unspecified (rotated or not).
+    virtual void rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out);
     // gate_up [T, 2I] -> out [T, I] = silu(gate) * up
     virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
     // ---- fused one-row decode ops (optional; the CPU backend has none) ----

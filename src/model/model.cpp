@@ -219,8 +219,7 @@ void Model::forward(const BatchMeta& meta, float* logits) {
             for (size_t li = 0; li < layers_.size(); ++li) {
                 const Layer& L = layers_[li];
                 be_.norm_linear(x, L.ln1, eps, L.qkv, bias(L.bqkv), qkv);
-                be_.rope(qkv, attn_[li]);
-                be_.attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
+                be_.rope_attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
                 be_.linear_residual(attn, L.o, bias(L.bo), x);
                 be_.norm_linear(x, L.ln2, eps, L.gate_up, bias(L.bgate_up), gu);
                 be_.silu_linear_residual(gu, L.down, bias(L.bdown), x);
@@ -246,8 +245,7 @@ void Model::forward(const BatchMeta& meta, float* logits) {
                 be_.linear(h, L.k, bias(L.bk), qkv, Q);
                 be_.linear(h, L.v, bias(L.bv), qkv, Q + KV);
             }
-            be_.rope(qkv, attn_[li]);
-            be_.attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
+            be_.rope_attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
             be_.linear(attn, L.o, bias(L.bo), o);
             be_.add_rmsnorm(x, o, L.ln2, eps, h);  // residual += attention output
             if (fused_) {

@@ -81,6 +81,54 @@ TEST_P(CudaOps, AddRmsNorm) {
     EXPECT_LT(rel_l2(got, ref), 1e-2);
 }
 
+// Both rmsnorm kernels (8-element vector path: cols % 8 == 0 up to 16384 with 1, 2 or 4 chunks
+// per thread; element path: other cols) for every residual dtype (f32, the activation dtype) and
+// weight dtype (f32, bf16, f16), with and without the residual add. The residual update is
+// exact; the normalised output is checked against fp64 with the same roundings of h.
+TEST_P(CudaOps, RmsNormPathsAndDtypes) {
+    FS_REQUIRE_GPU();
+    const DType dt = GetParam();
+    Backend& b = gpu(dt);
+    const int64_t rows = 3;
+    for (int64_t cols : {8, 64, 1000, 1004, 4096, 5120, 8200, 12288, 16384, 20000}) {
+        for (DType rdt : {DType::F32, dt}) {
+            for (DType wdt : {DType::F32, DType::BF16, DType::F16}) {
+                SCOPED_TRACE(::testing::Message()
+                             << "cols " << cols << " residual " << dtype_name(rdt) << " weight "
+                             << dtype_name(wdt));
+                auto res = randv(rows * cols, rdt, 2.0f), x = randv(rows * cols, dt, 2.0f);
+                auto w = randv(cols, wdt, 1.5f);
+                Tensor tw = upload(b, w, 1, cols, wdt);
+                for (bool add : {false, true}) {
+                    Tensor tr = upload(b, res, rows, cols, rdt), tx = upload(b, x, rows, cols, dt);
+                    Tensor out = poisoned(b, rows, cols, dt);
+                    const float eps = 1e-5f;
+                    if (add)
+                        b.add_rmsnorm(tr, tx, tw, eps, out);
+                    else
+                        b.rmsnorm(tr, tw, eps, out);
+                    const auto got_res = download(b, tr), got = download(b, out);
+                    std::vector<double> ref(rows * cols);
+                    for (int64_t r = 0; r < rows; ++r) {
+                        std::vector<float> v(cols);
+                        double ss = 0;
+                        for (int64_t i = 0; i < cols; ++i) {
+                            const size_t k = r * cols + i;
+                            v[i] = add ? round_to(rdt, res[k] + x[k]) : res[k];
+                            ASSERT_EQ(got_res[k], v[i]) << "residual at " << k;
+                            ss += double(v[i]) * v[i];
+                        }
+                        const double inv = 1.0 / std::sqrt(ss / cols + eps);
+                        for (int64_t i = 0; i < cols; ++i)
+                            ref[r * cols + i] = w[i] * double(round_to(dt, float(v[i] * inv)));
+                    }
+                    EXPECT_LT(rel_l2(got, ref), 5e-3) << (add ? "add_rmsnorm" : "rmsnorm");
+                }
+            }
+        }
+    }
+}
+
 namespace {
 void check_linear(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool with_bias) {
     auto x = randv(T * K, dt), w = randv(N * K, dt, 0.5f), bias = randv(N, dt);

@@ -249,6 +249,8 @@ class CudaBackend final : public Backend {
         const char* rd = std::getenv("FARSIGHT_RESIDUAL");
         residual_act_ = rd && std::string(rd) == "act";
         skip_ops_ = parse_skip_ops(std::getenv("FARSIGHT_SKIP_OPS"));
+        const char* dr = std::getenv("FARSIGHT_DECODE_ROPE");
+        rope_in_decode_ = !(dr && dr[0] == '0');
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
@@ -372,6 +374,8 @@ class CudaBackend final : public Backend {
                 int64_t col0 = 0) override;
     void rope(Tensor& qkv, const AttnParams& p) override;
     void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) override;
+    // One kernel rotates q/k and stores k/v (rope_store_kernel), then the attention kernels.
+    void rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) override;
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     bool fused_decode(int64_t rows, int64_t max_k) const override {
@@ -388,6 +392,12 @@ class CudaBackend final : public Backend {
 
   private:
     void begin_forward_impl(const BatchMeta& meta, bool pad);
+    // Checks of rope(); returns half the rotary dims.
+    int64_t check_rope(const Tensor& qkv, const AttnParams& p) const;
+    // attention(): stores k/v (launch_kv_store) when rope_half < 0, else rotates and stores in
+    // one kernel (launch_rope_store, rotary dims 2 * rope_half), then attends.
+    void attention_impl(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out,
+                        int64_t rope_half);
     // Batch size a step is recorded at (0: run it eagerly).
     int64_t graph_bucket(const BatchMeta& meta) const {
         const int64_t T = meta.num_tokens();
@@ -506,6 +516,8 @@ class CudaBackend final : public Backend {
     DevMeta dm_;
     std::vector<int32_t> decode_tokens_, prefill_tiles_;
     int64_t max_decode_ctx_ = 0;
+    bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
+    bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
 
@@ -619,6 +631,8 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
     decode_tokens_.clear();
     prefill_tiles_.clear();
     max_decode_ctx_ = 0;
+    single_token_seqs_ = !meta.seqs.empty();
+    for (const SeqSlice& q : meta.seqs) single_token_seqs_ = single_token_seqs_ && q.q_len == 1;
     const int64_t D = kv_layout_.head_dim;
     int prefill_tile_q = kPrefillTileQ;
     for (size_t s = 0; s < meta.seqs.size(); ++s) {
@@ -986,7 +1000,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                lt_ws_.get(), lt_ws_.size(), st);
 }
 
-void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
+int64_t CudaBackend::check_rope(const Tensor& qkv, const AttnParams& p) const {
     need_meta("rope");
     check_act(qkv, "rope");
     const int64_t T = meta_.num_tokens();
@@ -1001,12 +1015,27 @@ void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
         FS_CHECK(static_cast<int64_t>(meta_.rope[v].inv_freq.size()) == half,
                  "rope: variant {} has {} frequencies, rotary_dim {} needs {}", v,
                  meta_.rope[v].inv_freq.size(), p.rotary_dim, half);
+    return half;
+}
+
+void CudaBackend::rope(Tensor& qkv, const AttnParams& p) {
+    const int64_t half = check_rope(qkv, p);
     if (skip(kSkipRope)) return;
-    launch_rope(act_, qkv.data, T, qkv.cols, p.num_heads + p.num_kv_heads, p.head_dim, half, dm_,
-                stream_->get());
+    launch_rope(act_, qkv.data, meta_.num_tokens(), qkv.cols, p.num_heads + p.num_kv_heads,
+                p.head_dim, half, dm_, stream_->get());
+}
+
+void CudaBackend::rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) {
+    const int64_t half = check_rope(qkv, p);
+    attention_impl(layer, qkv, p, out, half);
 }
 
 void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) {
+    attention_impl(layer, qkv, p, out, -1);
+}
+
+void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnParams& p,
+                                 Tensor& out, int64_t rope_half) {
     need_meta("attention");
     check_act(qkv, "attention");
     check_act(out, "attention");
@@ -1038,12 +1067,25 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
         static_cast<size_t>((L.num_blocks + 1) * L.block_size * L.num_kv_heads * L.head_dim);
     char* kbase = kv_.as<char>() + static_cast<size_t>(layer) * 2 * pool_elems * dtype_size(act_);
     char* vbase = kbase + pool_elems * dtype_size(act_);
-    if (!skip(kSkipKv))
-        launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
-                        dm_.slot_mapping, kbase, vbase, st);
+    // Steps of one new token per sequence (decode): the decode attention kernel rotates q/k and
+    // stores k/v itself (head_dim 64/128, full rotary). Otherwise one kernel rotates and stores.
+    const bool rope_in_decode = rope_half >= 0 && single_token_seqs_ && rope_in_decode_ &&
+                                2 * rope_half == p.head_dim &&
+                                (p.head_dim == 64 || p.head_dim == 128) &&
+                                dm_.num_prefill_tiles == 0 && !skip(kSkipRope | kSkipKv);
+    if (rope_in_decode) {
+    } else if (rope_half < 0) {
+        if (!skip(kSkipKv))
+            launch_kv_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
+                            dm_.slot_mapping, kbase, vbase, st);
+    } else if (!skip(kSkipRope | kSkipKv)) {
+        launch_rope_store(act_, qkv.data, T, qkv.cols, p.num_heads, p.num_kv_heads, p.head_dim,
+                          rope_half, dm_, kbase, vbase, props_.multiProcessorCount, st);
+    }
     if (skip(kSkipAttn)) return;
     AttnLaunch a{act_,       qkv.data,     qkv.cols, kbase,   vbase,    p.num_heads, p.num_kv_heads,
                  p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
+    a.rope_store = rope_in_decode ? 1 : 0;
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
     if (dm_.num_decode_tokens > 0) {
         // Recorded steps must not depend on context lengths: the split count then depends only

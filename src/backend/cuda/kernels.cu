@@ -1,5 +1,7 @@
 // Element-wise and per-row kernels: conversions, embedding, RMSNorm, RoPE, SiLU*up, gathers,
 // KV-cache stores.
+#include <algorithm>
+
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
 
@@ -128,6 +130,86 @@ __global__ void rmsnorm_kernel(const void* __restrict__ xin, const W* __restrict
     }
 }
 
+// V elements of type T as one aligned access (V = 8 x 2 bytes: one 16-byte load or store).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) VecT {
+    T v[V];
+};
+
+// 8 consecutive elements as floats: one 16-byte access for 2-byte types, two for f32.
+template <typename U>
+__device__ __forceinline__ void load8(const U* p, float (&f)[8]) {
+    if constexpr (sizeof(U) == 4) {
+        const float4 a = reinterpret_cast<const float4*>(p)[0];
+        const float4 b = reinterpret_cast<const float4*>(p)[1];
+        f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
+        f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    } else {
+        const VecT<U, 8> v = *reinterpret_cast<const VecT<U, 8>*>(p);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) f[e] = to_f(v.v[e]);
+    }
+}
+template <typename U>
+__device__ __forceinline__ void store8(U* p, const float (&f)[8]) {
+    if constexpr (sizeof(U) == 4) {
+        reinterpret_cast<float4*>(p)[0] = make_float4(f[0], f[1], f[2], f[3]);
+        reinterpret_cast<float4*>(p)[1] = make_float4(f[4], f[5], f[6], f[7]);
+    } else {
+        VecT<U, 8> v;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v.v[e] = from_f<U>(f[e]);
+        *reinterpret_cast<VecT<U, 8>*>(p) = v;
+    }
+}
+
+// rmsnorm_kernel with 8-element vector accesses (cols % 8 == 0, 16-byte aligned rows): thread i
+// handles the 8-element chunks i, i + blockDim, ... (at most NV of them), keeping its row
+// elements in registers between the sum of squares and the output (no re-read). The same
+// arithmetic per element as rmsnorm_kernel; the sum of squares adds in another order.
+template <typename T, typename W, typename R, int NV>
+__global__ void __launch_bounds__(1024)
+    rmsnorm_vec_kernel(const void* __restrict__ xin, const W* __restrict__ w, float eps,
+                       T* __restrict__ out, R* residual, int64_t cols) {
+    pdl_trigger();
+    pdl_wait();
+    __shared__ float red[32];
+    const int64_t r = blockIdx.x;
+    const int nvec = static_cast<int>(cols / 8);
+    float v[NV][8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+        const int c = threadIdx.x + k * blockDim.x;
+        if (c >= nvec) break;
+        const int64_t off = r * cols + static_cast<int64_t>(c) * 8;
+        if (residual) {
+            float x8[8];
+            load8(static_cast<const T*>(xin) + off, x8);
+            load8(residual + off, v[k]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) v[k][e] = round_to<R>(v[k][e] + x8[e]);
+            store8(residual + off, v[k]);
+        } else {
+            load8(static_cast<const R*>(xin) + off, v[k]);
+        }
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += v[k][e] * v[k][e];
+    }
+    const float total = block_sum(ss, red);
+    const float inv = rsqrtf(total / static_cast<float>(cols) + eps);
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+        const int c = threadIdx.x + k * blockDim.x;
+        if (c >= nvec) break;
+        float w8[8], o8[8];
+        load8(w + static_cast<int64_t>(c) * 8, w8);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o8[e] = w8[e] * round_to<T>(v[k][e] * inv);
+        store8(out + r * cols + static_cast<int64_t>(c) * 8, o8);
+    }
+}
+
 // transformers: cos/sin = (cos(pos*inv_freq) * scaling).to(T); x*cos + rotate_half(x)*sin, each
 // product and the sum rounded to T.
 template <typename T>
@@ -155,6 +237,106 @@ __global__ void rope_kernel(T* qkv, int64_t ld, int64_t n_heads, int64_t head_di
         x[i] = from_f<T>(na);
         x[i + half] = from_f<T>(nb);
     }
+}
+
+// Geometry of one rope_store launch, per token: rope units (a chunk of V rotary pairs of G
+// consecutive q/k heads) first, then copy units (V elements of a v head, then V elements of a
+// k head beyond the rotary dims).
+struct RopeStoreGeom {
+    int64_t ld;  // qkv row stride (elements)
+    int H, KVH, D, half;
+    int nch;         // half / V: chunks per rotated head
+    int rope_units;  // ceil((H + KVH) / G) * nch
+    int v_units;     // KVH * D / V
+    int tail;        // (D - 2 * half) / V: copy units per k head beyond the rotary dims
+    int per_tok;     // rope_units + v_units + KVH * tail
+    int blocks_per_tok;
+};
+
+// rope_kernel and kv_store_kernel in one: rotates the q and k heads of each token in place
+// (the same arithmetic and roundings as rope_kernel) and writes the rotated k heads and the v
+// heads into the paged pools at meta.slot_mapping (slot < 0: rotate, store nothing). Block b
+// serves token b / blocks_per_tok. V = 8 takes 16-byte accesses (half % 8 == 0, D % 8 == 0,
+// aligned rows and pools), V = 1 is the element fallback (any even rotary dims). Each rope
+// thread computes the cos/sin of its V frequencies once and applies them to G heads.
+template <typename T, int V, int G>
+__global__ void __launch_bounds__(128)
+    rope_store_kernel(T* __restrict__ qkv, RopeStoreGeom g, DevMeta m, T* __restrict__ k_pool,
+                      T* __restrict__ v_pool) {
+    pdl_trigger();
+    pdl_wait();
+    using Vec = VecT<T, V>;
+    const int t = blockIdx.x / g.blocks_per_tok;
+    const int r = (blockIdx.x % g.blocks_per_tok) * blockDim.x + threadIdx.x;
+    if (r >= g.per_tok) return;
+    const int64_t slot = m.slot_mapping[t];
+    const int64_t kv_row = static_cast<int64_t>(g.KVH) * g.D;  // elements per pool slot
+    T* row = qkv + t * g.ld;
+    if (r < g.rope_units) {
+        const int hg = r / g.nch, i0 = (r % g.nch) * V;
+        const int nrh = g.H + g.KVH;
+        // all loads first, before the (dependent) metadata loads and the cos/sin: the stores of
+        // one head cannot be proven apart from the next head's loads, so an interleaved loop
+        // would wait for memory once per head
+        Vec av[G], bv[G];
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int h = hg * G + j;
+            if (h < nrh) {
+                const T* x = row + static_cast<int64_t>(h) * g.D;
+                av[j] = *reinterpret_cast<const Vec*>(x + i0);
+                bv[j] = *reinterpret_cast<const Vec*>(x + i0 + g.half);
+            }
+        }
+        const int32_t s = m.token_seq[t];
+        const int32_t var = m.seqs[s].rope_variant;
+        const float* inv = m.inv_freq + m.rope_offset[var];
+        const float scaling = m.rope_scaling[var];
+        const float pos = static_cast<float>(m.positions[t]);
+        float c[V], sv[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+            const float angle = __fmul_rn(pos, inv[i0 + e]);
+            float sn, cs;
+            sincosf(angle, &sn, &cs);
+            c[e] = round_to<T>(cs * scaling);
+            sv[e] = round_to<T>(sn * scaling);
+        }
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const int h = hg * G + j;
+            if (h >= nrh) break;
+            Vec na, nb;
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+                const float a = to_f(av[j].v[e]), b = to_f(bv[j].v[e]);
+                na.v[e] = from_f<T>(round_to<T>(a * c[e]) + round_to<T>(-b * sv[e]));
+                nb.v[e] = from_f<T>(round_to<T>(b * c[e]) + round_to<T>(a * sv[e]));
+            }
+            T* x = row + static_cast<int64_t>(h) * g.D;
+            *reinterpret_cast<Vec*>(x + i0) = na;
+            *reinterpret_cast<Vec*>(x + i0 + g.half) = nb;
+            if (h >= g.H && slot >= 0) {
+                T* kp = k_pool + slot * kv_row + static_cast<int64_t>(h - g.H) * g.D;
+                *reinterpret_cast<Vec*>(kp + i0) = na;
+                *reinterpret_cast<Vec*>(kp + i0 + g.half) = nb;
+            }
+        }
+        return;
+    }
+    if (slot < 0) return;  // padding token: nothing to store
+    int u = r - g.rope_units;
+    const T* k = row + static_cast<int64_t>(g.H) * g.D;
+    if (u < g.v_units) {  // v: element j of the token's v heads
+        const int64_t j = static_cast<int64_t>(u) * V;
+        *reinterpret_cast<Vec*>(v_pool + slot * kv_row + j) =
+            *reinterpret_cast<const Vec*>(k + kv_row + j);
+        return;
+    }
+    u -= g.v_units;  // k beyond the rotary dims (partial rotary)
+    const int kh = u / g.tail;
+    const int64_t j = static_cast<int64_t>(kh) * g.D + 2 * g.half + (u % g.tail) * V;
+    *reinterpret_cast<Vec*>(k_pool + slot * kv_row + j) = *reinterpret_cast<const Vec*>(k + j);
 }
 
 // transformers: act_fn(gate) is stored in T, then multiplied by up in T.
@@ -284,6 +466,14 @@ void launch_embedding(DType dt, DType table_dt, const void* table, int64_t vocab
 void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const void* w, float eps,
                     void* out, void* residual, int64_t rows, int64_t cols, cudaStream_t st) {
     if (rows == 0) return;
+    auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    // Vector path: up to 4 chunks of 8 per thread, at most 512 threads (cols <= 16384). The
+    // choice depends on cols alone, so a row's result does not depend on the batch.
+    const int64_t nvec = cols / 8;
+    const bool vec = cols % 8 == 0 && nvec <= 4 * 512 && al16(x) && al16(w) && al16(out) &&
+                     (residual == nullptr || al16(residual));
+    const int nv = nvec <= 512 ? 1 : (nvec <= 1024 ? 2 : 4);
+    const int vthreads = static_cast<int>(std::max<int64_t>(32, (ceil_div(nvec, nv) + 31) / 32 * 32));
     int threads = cols >= 1024 ? 512 : (cols >= 256 ? 256 : 64);
     dispatch_act(dt, [&](auto a) {
         dispatch_any(w_dt, [&](auto ww) {
@@ -291,9 +481,19 @@ void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const voi
             using W = decltype(ww);
             auto run = [&](auto rz) {
                 using R = decltype(rz);
-                launch_pdl(rmsnorm_kernel<A, W, R>, dim3(static_cast<unsigned>(rows)),
-                           dim3(threads), 0, st, "rmsnorm_kernel", x, static_cast<const W*>(w),
-                           eps, static_cast<A*>(out), static_cast<R*>(residual), cols);
+                const dim3 grid(static_cast<unsigned>(rows));
+                auto args = [&](auto kernel, int th, const char* what) {
+                    launch_pdl(kernel, grid, dim3(th), 0, st, what, x, static_cast<const W*>(w),
+                               eps, static_cast<A*>(out), static_cast<R*>(residual), cols);
+                };
+                if (!vec)
+                    args(rmsnorm_kernel<A, W, R>, threads, "rmsnorm_kernel");
+                else if (nv == 1)
+                    args(rmsnorm_vec_kernel<A, W, R, 1>, vthreads, "rmsnorm_vec_kernel");
+                else if (nv == 2)
+                    args(rmsnorm_vec_kernel<A, W, R, 2>, vthreads, "rmsnorm_vec_kernel");
+                else
+                    args(rmsnorm_vec_kernel<A, W, R, 4>, vthreads, "rmsnorm_vec_kernel");
             };
             if (res_dt == DType::F32) run(float{});
             else run(A{});
@@ -313,6 +513,52 @@ void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads
                    "rope_kernel", static_cast<A*>(qkv), ld, n_rot_heads, head_dim, half, m);
     });
     FS_CUDA_LAUNCH("rope_kernel");
+}
+
+void launch_rope_store(DType dt, void* qkv, int64_t T, int64_t ld, int64_t H, int64_t KVH,
+                       int64_t D, int64_t half, const DevMeta& m, void* k_pool, void* v_pool,
+                       int num_sms, cudaStream_t st) {
+    if (T == 0) return;
+    auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool vec = half % 8 == 0 && D % 8 == 0 && ld % 8 == 0 && al16(qkv) && al16(k_pool) &&
+                     al16(v_pool);
+    const int V = vec ? 8 : 1;
+    const int64_t nrh = H + KVH;
+    // One head per rope thread while that leaves the device short of threads (decode), else
+    // 2 heads sharing one cos/sin computation (prefill; 4 took 117 registers in bf16).
+    const int64_t nch = half / V;
+    const int G = T * ((nrh + 1) / 2) * nch >= static_cast<int64_t>(num_sms) * 512 ? 2 : 1;
+    RopeStoreGeom g{};
+    g.ld = ld;
+    g.H = static_cast<int>(H);
+    g.KVH = static_cast<int>(KVH);
+    g.D = static_cast<int>(D);
+    g.half = static_cast<int>(half);
+    g.nch = static_cast<int>(nch);
+    g.rope_units = static_cast<int>((nrh + G - 1) / G * nch);
+    g.v_units = static_cast<int>(KVH * D / V);
+    g.tail = static_cast<int>((D - 2 * half) / V);
+    g.per_tok = g.rope_units + g.v_units + g.KVH * g.tail;
+    constexpr int kThreads = 128;
+    g.blocks_per_tok = static_cast<int>(ceil_div(static_cast<size_t>(g.per_tok), kThreads));
+    FS_CHECK(T * g.blocks_per_tok <= 0x7fffffff, "rope_store: {} tokens make too many blocks", T);
+    const dim3 grid(static_cast<unsigned>(T * g.blocks_per_tok));
+    dispatch_act(dt, [&](auto a) {
+        using A = decltype(a);
+        auto run = [&](auto kernel) {
+            launch_pdl(kernel, grid, dim3(kThreads), 0, st, "rope_store_kernel",
+                       static_cast<A*>(qkv), g, m, static_cast<A*>(k_pool),
+                       static_cast<A*>(v_pool));
+        };
+        if (vec) {
+            if (G == 2) run(rope_store_kernel<A, 8, 2>);
+            else run(rope_store_kernel<A, 8, 1>);
+        } else {
+            if (G == 2) run(rope_store_kernel<A, 1, 2>);
+            else run(rope_store_kernel<A, 1, 1>);
+        }
+    });
+    FS_CUDA_LAUNCH("rope_store_kernel");
 }
 
 void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_t I,

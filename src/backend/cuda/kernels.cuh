@@ -43,6 +43,12 @@ void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const voi
                     void* out, void* residual, int64_t rows, int64_t cols, cudaStream_t st);
 void launch_rope(DType dt, void* qkv, int64_t T, int64_t ld, int64_t n_rot_heads, int64_t head_dim,
                  int64_t half, const DevMeta& m, cudaStream_t st);
+// rope (rotary dims 2 * half of each q and k head) and kv_store in one kernel: qkv [T, ld] is
+// rotated in place exactly as launch_rope does, then the rotated k and the v of each token with
+// m.slot_mapping >= 0 are written to the pools ([slots, KVH, D]) as launch_kv_store does.
+void launch_rope_store(DType dt, void* qkv, int64_t T, int64_t ld, int64_t H, int64_t KVH,
+                       int64_t D, int64_t half, const DevMeta& m, void* k_pool, void* v_pool,
+                       int num_sms, cudaStream_t st);
 void launch_silu_mul(DType dt, const void* gate_up, void* out, int64_t T, int64_t I,
                      cudaStream_t st);
 void launch_gather_rows(const void* x, size_t row_bytes, const int32_t* rows, int64_t n, void* out,
