@@ -52,7 +52,7 @@ for s in $STEPS; do
         --log-file "$OUT/ncu_prefill.csv" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \
         --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 ;;
     ablate)  # what each op costs inside the real (graph + PDL) batch-1 decode step: skip it, time the step
-      for sk in none norm rope kv attn silu rope,kv,attn,norm,silu linear; do
+      for sk in ${ABLATE:-none norm rope kv attn silu rope,kv,attn,norm,silu linear}; do
         echo "== FARSIGHT_SKIP_OPS=$sk" >> "$OUT/ablate.log"
         env FARSIGHT_SKIP_OPS=$([ $sk = none ] || echo $sk) "$BIN/farsight" bench --device cuda --dummy llama2-7b \
           --decode 64 --prefill-lens 16 --decode-ctx 128 --decode-batches 1 --batch-ctx 128 --kv-tokens 4096 \

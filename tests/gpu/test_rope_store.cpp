@@ -193,7 +193,8 @@ TEST_P(CudaRopeStore, KernelMatchesRopeThenKvStore) {
 }
 
 // Through the backend: rope_attention (fused) against rope then attention (separate kernels),
-// a prefill step then a decode step over the cache, bitwise equal outputs and rotated qkv.
+// a prefill step then a decode step over the cache, bitwise equal outputs and rotated qkv
+// (except for steps the decode kernel rotates itself: see test_decode_fused.cpp).
 TEST_P(CudaRopeStore, BackendRopeAttentionMatchesRopeThenAttention) {
     FS_REQUIRE_GPU();
     const DType dt = GetParam();
@@ -247,11 +248,15 @@ TEST_P(CudaRopeStore, BackendRopeAttentionMatchesRopeThenAttention) {
             b.synchronize();
             const auto g1 = download(b, q1), g2 = download(b, q2);
             const auto a1 = download(b, o1), a2 = download(b, o2);
+            for (float v : a2) ASSERT_TRUE(std::isfinite(v));
+            // A step of single tokens rotates inside the decode kernel (test_decode_fused.cpp
+            // covers it: qkv stays unrotated, the own key enters the softmax in another order).
+            if (q_len[0] == 1 && q_len[1] == 1 && s.rot == s.D && (s.D == 64 || s.D == 128))
+                return;
             ASSERT_EQ(0, std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(float)))
                 << "rotated qkv differs";
             ASSERT_EQ(0, std::memcmp(a1.data(), a2.data(), a1.size() * sizeof(float)))
                 << "attention output differs";
-            for (float v : a2) ASSERT_TRUE(std::isfinite(v));
         };
         step({0, 0}, {37, 20});
         step({37, 20}, {1, 1});
