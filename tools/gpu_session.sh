@@ -20,6 +20,7 @@ mkdir -p /work
 [ -e "$ROOT/../shared" ] || ln -s "$ROOT/.gpu/shared" "$ROOT/../shared"
 export LD_LIBRARY_PATH="$ROOT/.gpu/lib:${LD_LIBRARY_PATH:-}"
 BIN=$ROOT/.gpu/bin
+for z in "$BIN"/*.xz; do [ -f "$z" ] && xz -d -f "$z"; done  # packed to fit the carry limit
 [ -f "$ROOT/.gpu/shared_text.tar.xz" ] && [ ! -d "$ROOT/.gpu/shared/tokenizers/llama3" ] && tar -C "$ROOT/.gpu/shared" -xJf "$ROOT/.gpu/shared_text.tar.xz"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 COMMIT=$(cat "$ROOT/.gpu/commit" 2>/dev/null || echo unknown)

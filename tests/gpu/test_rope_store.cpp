@@ -157,11 +157,14 @@ void compare_kernels(DType dt, const Shape& s, int64_t T, bool misalign, int num
     cmp(rq_a, rq_b, "rotated qkv");
     cmp(down(ka, pool.size()), down(kb, pool.size()), "k pool");
     cmp(down(va, pool.size()), down(vb, pool.size()), "v pool");
-    // the reference did rotate, and stored something
+    // the reference did rotate (most of the T * (H + KVH) * rot rotated elements change) and
+    // stored something when any token has a slot
     size_t changed = 0;
     for (size_t i = 0; i < qkv.size(); ++i) changed += rq_a[i] != qkv[i];
-    EXPECT_GT(changed, qkv.size() / 4);
-    EXPECT_NE(down(ka, pool.size()), pool);
+    EXPECT_GT(changed, static_cast<size_t>(T * (s.H + s.KVH) * s.rot / 2));
+    if (std::any_of(slots.begin(), slots.end(), [](int32_t v) { return v >= 0; })) {
+        EXPECT_NE(down(ka, pool.size()), pool);
+    }
 }
 
 }  // namespace
