@@ -228,17 +228,17 @@ std::vector<Case> cases() {
          {{0, 65}, {200, 65}, {77, 333}, {0, 129}, {3, 200}}},
         // a window shorter than a warpgroup's rows: each warpgroup skips the tiles below it
         {"prefill_window40_tile128_d64", 4, 2, 64, 16, 40, {{0, 300}, {100, 191}, {0, 65}}},
-        // the sm90 kernel's 4-stage ring (2 tiles in flight + the previous tile's P V still
-        // running): CTAs whose key range is exactly 3, 4 or 5 tiles of 64, on a block size that is
-        // not a power of two, chunked, and with a window (tiles skipped at the start)
-        {"prefill_ring4_tiles345_bs24_d128",
+        // the sm90 kernel's cp.async ring: CTAs whose key range is exactly 3, 4 or 5 tiles of
+        // 64, on a block size that is not a power of two, chunked, and with a window (tiles
+        // skipped at the start)
+        {"prefill_tiles345_bs24_d128",
          4,
          2,
          128,
          24,
          0,
          {{0, 192}, {0, 256}, {0, 320}, {64, 192}, {1, 319}}},
-        {"prefill_ring4_tiles345_bs24_d64_f16_window",
+        {"prefill_tiles345_bs24_d64_f16_window",
          4,
          2,
          64,

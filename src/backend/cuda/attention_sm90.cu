@@ -22,10 +22,7 @@
 //   O += P V  : 4 x wgmma m64n{D}k16, A = P (registers), B = V tile (smem, MN-major: the head
 //               dims, i.e. N, are contiguous) with imm-trans-b = 1.
 // K/V tiles of 64 keys are copied with cp.async (16-byte chunks, zero-filled past `hi`) into
-// four stages; tiles j+1, j+2 load while tile j computes, and the P V wgmmas of tile j-1 are
-// issued after the S wgmmas of tile j and run under the softmax of tile j (FlashAttention-3's
-// intra-warpgroup overlap), so they read the stage of tile j-1 during iteration j. The
-// block-table entries of a tile are loaded one iteration before its copies are issued.
+// three stages; tiles j+1, j+2 load while tile j computes.
 //
 // Shared-memory layout of a tile (the same for K and V): the "no swizzle" canonical layout is
 // made of core matrices of 8 rows x 16 bytes (8 elements) stored as 128 contiguous bytes. A
@@ -33,8 +30,9 @@
 // r = 8g + rr, is stored at byte ((g * D/8 + c) * 8 + rr) * 16: core matrix (g, c) = keys
 // 8g..8g+7 x dims 8c..8c+7 lies at (g * D/8 + c) * 128. So
 //   - neighbouring core matrices along the head dims are 128 bytes apart,
-//   - neighbouring core matrices along the keys are 16*D bytes apart.
-// The copies are mapped to threads for whole 32-byte global sectors (see load/issue_tile).
+//   - neighbouring core matrices along the keys are 16*D bytes apart,
+// and the cp.async of chunk index idx simply writes bytes [16 idx, 16 idx + 16) (8 consecutive
+// threads fill one core matrix: no bank conflicts).
 //
 // wgmma matrix descriptor (64 bit): bits 0-13 start address >> 4, 16-29 leading-dimension
 // byte offset (LBO) >> 4, 32-45 stride-dimension byte offset (SBO) >> 4, 62-63 swizzle (0 =
@@ -55,12 +53,10 @@
 // Performance model (H200, D = 128, one 64x64 tile):
 //   FLOPs per tile: 2 * 64*64*128 (S) + 2 * 64*64*128 (PV) = 2.1 MFLOP, about 512 tensor-core
 //   clocks of one SM (~4096 dense bf16 FLOP/clk/SM); 4096 exp2 = 256 MUFU clocks.
-//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; four stages = 128 KB (D = 64: 64 KB).
-//   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values (ptxas: 233 at D = 128,
-//   no spills); 256 threads at __launch_bounds__(256, 1): 1 CTA (8 warps) per SM. A
-//   warpgroup's softmax of tile j overlaps its own P V of tile j-1 (intra-warpgroup
-//   pipelining, see the loop) and the other warpgroup's wgmmas; no producer warp, no
-//   ping-pong barriers between the warpgroups (they meet at one __syncthreads per tile).
+//   shared memory per stage: K 16 KB + V 16 KB = 32 KB; three stages = 96 KB (D = 64: 48 KB).
+//   registers per thread: O 64 + S 32 + Q 32 + P 16 = 144 live values; 256 threads at
+//   __launch_bounds__(256, 1): 1 CTA (8 warps) per SM, the two warpgroups' softmax phases
+//   overlap each other's wgmma (no producer warp / intra-warpgroup pipelining in this version).
 //   L2 -> smem traffic: 128 FLOP per byte of K/V (64-row tiles: 64).
 #include <cstdint>
 #include <cstdlib>
@@ -76,10 +72,7 @@ namespace {
 
 constexpr int kSm90Threads = 256;  // two consumer warpgroups, 64 query rows each
 constexpr int kSm90Keys = 64;      // keys per tile (Bc)
-constexpr int kSm90Ahead = 2;      // K/V tiles in flight beyond the one being computed
-// stages: the tile being computed, kSm90Ahead tiles in flight, and the previous tile, whose
-// P V wgmmas run on (asynchronously) until the next tile's S wgmmas are waited for
-constexpr int kSm90Stages = kSm90Ahead + 2;
+constexpr int kSm90Stages = 3;     // K/V tiles in flight (1 CTA/SM: smem to spare)
 
 // Byte strides of the two descriptors (see the header comment).
 struct WgStrides {
@@ -120,9 +113,6 @@ __device__ __forceinline__ void wg_commit() {
 }
 __device__ __forceinline__ void wg_wait0() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_wait1() {
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
 }
 // Keeps the compiler from moving accesses of wgmma operand registers across the volatile
 // fence / wait instructions (the asm "reads and writes" the register at this point).
@@ -308,143 +298,69 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     const bool bs_pow2 = (bs & (bs - 1)) == 0;
     const int bs_shift = __ffs(bs) - 1;
 
-    // chunk idx -> key 8g + rr, dim chunk c, stored at smem bytes 16 ((g CH + c) 8 + rr) of the
-    // tile. In each quarter-warp (the L1 handles a 16-byte LDGSTS 8 lanes at a time) lanes
-    // 2k, 2k+1 copy dim chunks 2m, 2m+1 of key rr = k (+4): 4 whole 32-byte sectors. (The
-    // plain mapping, 8 keys x one chunk per quarter-warp, fetched 8 half-used sectors: twice
-    // the L2 -> SM traffic.) Thread t copies chunks idx = it * 256 + t, it < NIT, i.e. NIT
-    // keys of the tile. The
-    // block-table lookups of a tile (global loads, an L2 round trip) are issued one tile ahead
-    // of its copies: fetch_slots(kt) loads the cache slots of this thread's keys of tile kt
-    // into registers, issue_tile() uses them one iteration later, so that no thread waits for
-    // btab[] between the barrier and the S wgmmas.
-    constexpr int NIT = BC * CH / kSm90Threads;
-    auto fetch_slots_t = [&](int32_t kt, int32_t* sl, auto pow2) {
-#pragma unroll
-        for (int it = 0; it < NIT; ++it) {
-            const int idx = it * kSm90Threads + static_cast<int>(threadIdx.x);
-            const int rr = ((idx >> 1) & 3) | ((idx >> 1) & 4), g = idx / (8 * CH);
-            const int32_t i = kt + g * 8 + rr;
-            sl[it] = 0;
-            if (i < hi) {
-                const int32_t blk = decltype(pow2)::value ? i >> bs_shift : i / bs;
-                const int32_t in_blk = decltype(pow2)::value ? i & (bs - 1) : i % bs;
-                sl[it] = btab[blk] * bs + in_blk;
-            }
-        }
-    };
-    auto fetch_slots = [&](int32_t kt, int32_t* sl) {
-        if (bs_pow2)
-            fetch_slots_t(kt, sl, std::true_type{});
-        else
-            fetch_slots_t(kt, sl, std::false_type{});
-    };
-    auto issue_tile = [&](int stage, int32_t kt, const int32_t* sl) {
+    // chunk idx -> key 8g + rr, dim chunk c; smem bytes [16 idx, 16 idx + 16) of the tile
+    auto load_tile_t = [&](int stage, int32_t kt, auto pow2) {
         const uint32_t ks = smem0 + stage * 2 * TILE;
         const uint32_t vs = ks + TILE;
 #pragma unroll
-        for (int it = 0; it < NIT; ++it) {
+        for (int it = 0; it < BC * CH / kSm90Threads; ++it) {
             const int idx = it * kSm90Threads + static_cast<int>(threadIdx.x);
-            const int rr = ((idx >> 1) & 3) | ((idx >> 1) & 4), g = idx / (8 * CH);
-            const int c = (idx & 1) | (((idx >> 4) % (CH / 2)) << 1);
-            const uint32_t so = static_cast<uint32_t>(((g * CH + c) * 8 + rr) * 16);
-            const bool ok = kt + g * 8 + rr < hi;
-            const size_t off = ok ? static_cast<size_t>(sl[it]) * slot_stride + c * 8 : 0;
-            cp_async16_sm90(ks + so, kpool + off, ok);
-            cp_async16_sm90(vs + so, vpool + off, ok);
+            const int rr = idx & 7, c = (idx >> 3) % CH, g = idx / (8 * CH);
+            const int32_t i = kt + g * 8 + rr;
+            const bool ok = i < hi;
+            size_t off = 0;
+            if (ok) {
+                const int32_t blk = decltype(pow2)::value ? i >> bs_shift : i / bs;
+                const int32_t in_blk = decltype(pow2)::value ? i & (bs - 1) : i % bs;
+                off = (static_cast<size_t>(btab[blk]) * bs + in_blk) * slot_stride + c * 8;
+            }
+            cp_async16_sm90(ks + idx * 16, kpool + off, ok);
+            cp_async16_sm90(vs + idx * 16, vpool + off, ok);
         }
+    };
+    auto load_tile = [&](int stage, int32_t kt) {
+        if (bs_pow2)
+            load_tile_t(stage, kt, std::true_type{});
+        else
+            load_tile_t(stage, kt, std::false_type{});
     };
 
     // kSm90Stages-stage ring: one commit group per tile (empty past hi), tile t in stage
-    // t % kSm90Stages; while tile t computes, tiles t+1 .. t+kSm90Ahead are in flight and the
-    // stage of tile t-1 is still read by its P V wgmmas (waited for after the S wgmmas of tile
-    // t). nsl holds the slots of the next tile to issue.
-    int32_t nsl[NIT];
+    // t % kSm90Stages, tiles t+1 .. t+kSm90Stages-2 in flight while tile t computes
 #pragma unroll
-    for (int st = 0; st < kSm90Ahead; ++st) {
-        fetch_slots(lo + st * BC, nsl);
-        if (lo + st * BC < hi) issue_tile(st, lo + st * BC, nsl);
+    for (int st = 0; st < kSm90Stages - 1; ++st) {
+        if (lo + st * BC < hi) load_tile(st, lo + st * BC);
         cp_async_commit_sm90();
     }
-    fetch_slots(lo + kSm90Ahead * BC, nsl);
-    // Per warpgroup, the P V wgmmas of a tile are issued in the next computed tile's iteration,
-    // right after its S wgmmas, and run under that tile's softmax (FlashAttention-3's
-    // intra-warpgroup overlap): S_j, commit, P_{j-1} V_{j-1}, commit, wait<1> (S_j done),
-    // softmax_j, wait<0> (P V done), O *= alpha_j, P_j -> pa. pa / pvs: P and the V stage of
-    // the pending tile (kNoPv: none).
-    uint32_t pa[BC / 16][4];
-#pragma unroll
-    for (int j = 0; j < BC / 16; ++j) pa[j][0] = pa[j][1] = pa[j][2] = pa[j][3] = 0u;
-    constexpr uint32_t kNoPv = 0xFFFFFFFFu;
-    uint32_t pvs = kNoPv;  // warpgroup-uniform
-    // O += P V, MN-major B (imm-trans-b = 1): k-step j = key groups 2j, 2j+1 (no fence)
-    auto issue_pv = [&](uint32_t vs) {
-#pragma unroll
-        for (int j = 0; j < BC / 16; ++j)
-            wgmma_rs<T, D, 1>(o, pa[j], wg_desc(vs + j * 32 * D, ws.v_lbo, ws.v_sbo), 1);
-    };
-    auto fence_o_pa = [&] {
-        reg_fence(o);
-#pragma unroll
-        for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
-    };
     int stage = 0;
     for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
-        // this thread's copies of tile kt landed and are visible to the async proxy (wgmma);
-        // after the barrier for every thread, and every thread has waited for the wgmmas that
-        // read tile kt - 2 BC (the P V of tile kt - 2 BC completes in iteration kt - BC): its
-        // stage is free
-        cp_async_wait_sm90<kSm90Ahead - 1>();
-        fence_proxy_async();
-        __syncthreads();
-        // tile kt + kSm90Ahead BC into the stage of tile kt - 2 BC (issued before the S
-        // wgmmas); then the block-table lookups of the tile after it (consumed next iteration)
+        cp_async_wait_sm90<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
+        fence_proxy_async();  // ... and are visible to the async proxy (wgmma) ...
+        __syncthreads();      // ... for every thread; and every thread has waited for the
+                              // wgmmas of the previous tile: that tile's stage is free
+        // tile kt + (kSm90Stages-1) BC into the stage of the previous tile (issued before the S
+        // wgmmas: issuing them while the accumulators are in flight costs registers)
         {
-            const int32_t kn = kt + kSm90Ahead * BC;
-            const int ls = stage + kSm90Ahead < kSm90Stages ? stage + kSm90Ahead
-                                                            : stage + kSm90Ahead - kSm90Stages;
-            if (kn < hi) {
-                issue_tile(ls, kn, nsl);
-                fetch_slots(kn + BC, nsl);
-            }
+            const int32_t kn = kt + (kSm90Stages - 1) * BC;
+            const int ls = stage == 0 ? kSm90Stages - 1 : stage - 1;
+            if (kn < hi) load_tile(ls, kn);
             cp_async_commit_sm90();
         }
         // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
-        // (skipped tiles are contiguous at either end of the range: the pending P V, of tile
-        // kt - BC, is finished here, before its stage is overwritten in the next iteration)
-        if (kt >= w_hi || kt + BC <= w_lo) {
-            if (pvs != kNoPv) {
-                fence_o_pa();
-                wg_fence();
-                issue_pv(pvs);
-                wg_commit();
-                wg_wait0();
-                fence_o_pa();
-#pragma unroll
-                for (int j = 0; j < BC / 16; ++j) pa[j][0] = pa[j][1] = pa[j][2] = pa[j][3] = 0u;
-                pvs = kNoPv;
-            }
-            continue;
-        }
+        if (kt >= w_hi || kt + BC <= w_lo) continue;
         const uint32_t ks = smem0 + stage * 2 * TILE;
         const uint32_t vs = ks + TILE;
 
         // S = Q K^T (64 rows x 64 keys), K-major B: k-step kc = dim chunks 2kc, 2kc+1. The
         // first k-step ignores the accumulator (scale-d = 0): s needs no initial value, so it
-        // is not live between tiles. Then the P V of the previous tile.
+        // is not live between tiles.
         float s[BC / 2];  // accumulator m64n64: n-block nt in s[4nt..4nt+3]
-        fence_o_pa();
         wg_fence();
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc)
             wgmma_rs<T, 64, 0>(s, qf[kc], wg_desc(ks + kc * 256, ws.k_lbo, ws.k_sbo), kc > 0);
         wg_commit();
-        // unconditional (a wgmma under a branch makes ptxas serialise them all): before the
-        // first computed tile, pa = 0 and the current V stage (finite: loaded or zero-filled)
-        // make it O += 0
-        issue_pv(pvs != kNoPv ? pvs : vs);
-        wg_commit();
-        wg_wait1();  // S (groups retire in order); the P V may still run
+        wg_wait0();
         reg_fence(s);
 
         // mask + online softmax (rows r0: s[4nt], s[4nt+1]; r1: s[4nt+2], s[4nt+3]). The row
@@ -489,16 +405,11 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         }
 #pragma unroll
         for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
-
-        // the previous P V is done: O and pa may be touched again. ptxas hoists the wait above
-        // the exponentials of the same basic block (which then no longer overlap the P V): the
-        // never-taken branch on the row sums (p >= 0) ends that block after them.
-        if (rs[0] + rs[1] < 0.0f) __trap();
-        wg_wait0();
-        fence_o_pa();
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
-            // P as the A operand of k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1
+
+        // P as the A operand of k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1
+        uint32_t pa[BC / 16][4];
 #pragma unroll
         for (int j = 0; j < BC / 16; ++j) {
             pa[j][0] = P::pack(s[8 * j + 0], s[8 * j + 1]);
@@ -506,14 +417,17 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             pa[j][2] = P::pack(s[8 * j + 4], s[8 * j + 5]);
             pa[j][3] = P::pack(s[8 * j + 6], s[8 * j + 7]);
         }
-        pvs = vs;
-    }
-    if (pvs != kNoPv) {
-        fence_o_pa();
+
+        // O += P V, MN-major B (imm-trans-b = 1): k-step j = key groups 2j, 2j+1
+        reg_fence(o);
+#pragma unroll
+        for (int j = 0; j < BC / 16; ++j) reg_fence(pa[j]);
         wg_fence();
-        issue_pv(pvs);
+#pragma unroll
+        for (int j = 0; j < BC / 16; ++j)
+            wgmma_rs<T, D, 1>(o, pa[j], wg_desc(vs + j * 32 * D, ws.v_lbo, ws.v_sbo), 1);
         wg_commit();
-        wg_wait0();
+        wg_wait0();  // O is read next tile, and this stage is overwritten after the barrier
         reg_fence(o);
     }
 
