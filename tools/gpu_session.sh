@@ -35,7 +35,7 @@ for s in $STEPS; do
   case $s in
     tests) run test_gpu 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
     memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
-        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*' ;;
+        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*' ;;
     bench7b) run bench_llama2-7b 330 "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 32 --kv-tokens 70000 \
         --commit "$COMMIT" --json "$OUT/bench_llama2-7b.json" ;;
     # the same 7B bench without recorded decode steps (what CUDA graphs buy)

@@ -12,6 +12,13 @@ void Backend::rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Te
     attention(layer, qkv, p, out);
 }
 
+// The unfused sequence: the gate and up products, then silu(gate) * up.
+void Backend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& gate_up,
+                          Tensor& out) {
+    linear(x, W, bias, gate_up);
+    silu_mul(gate_up, out);
+}
+
 void Backend::norm_linear(const Tensor&, const Tensor&, float, const Tensor&, const Tensor*,
                           Tensor&) {
     fail("backend {}: norm_linear is not implemented (fused_decode() is false)", name());

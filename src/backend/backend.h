@@ -175,6 +175,11 @@ public:
     virtual void rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out);
     // gate_up [T, 2I] -> out [T, I] = silu(gate) * up
     virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+    // linear(x, W, bias, gate_up) then silu_mul(gate_up, out) for a fused [2I, in] gate_up
+    // weight: what the model calls. A backend may skip gate_up (the CUDA backend does for one
+    // row); its contents are unspecified afterwards.
+    virtual void linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias,
+                             Tensor& gate_up, Tensor& out);
     // ---- fused one-row decode ops (optional; the CPU backend has none) ----
     // Whether a step of `rows` rows whose matrices have at most `max_k` columns may run each
     // layer as norm_linear, rope, attention, linear_residual, norm_linear,

@@ -249,12 +249,12 @@ void Model::forward(const BatchMeta& meta, float* logits) {
             be_.linear(attn, L.o, bias(L.bo), o);
             be_.add_rmsnorm(x, o, L.ln2, eps, h);  // residual += attention output
             if (fused_) {
-                be_.linear(h, L.gate_up, bias(L.bgate_up), gu);
+                be_.linear_silu(h, L.gate_up, bias(L.bgate_up), gu, act);
             } else {
                 be_.linear(h, L.gate, bias(L.bgate), gu, 0);
                 be_.linear(h, L.up, bias(L.bup), gu, I);
+                be_.silu_mul(gu, act);
             }
-            be_.silu_mul(gu, act);
             be_.linear(act, L.down, bias(L.bdown), down);
         }
         be_.add_rmsnorm(x, down, norm_, eps, h);

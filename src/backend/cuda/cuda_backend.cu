@@ -377,6 +377,9 @@ class CudaBackend final : public Backend {
     // One kernel rotates q/k and stores k/v (rope_store_kernel), then the attention kernels.
     void rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) override;
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
+    // One row: a GEMV that streams the gate and up rows of each output and writes silu * up.
+    void linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& gate_up,
+                     Tensor& out) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     bool fused_decode(int64_t rows, int64_t max_k) const override {
         return fused_enabled_ && rows == 1 && max_k > 0 && max_k % 8 == 0 && gemv1_supported(1, max_k);
@@ -1126,6 +1129,19 @@ void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
              out.cols);
     if (skip(kSkipSilu)) return;
     launch_silu_mul(act_, gate_up.data, out.data, gate_up.rows, out.cols, stream_->get());
+}
+
+void CudaBackend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias,
+                              Tensor& gate_up, Tensor& out) {
+    const Tensor* b = (bias && !bias->empty()) ? bias : nullptr;
+    const int64_t I = W.rows / 2, K = x.cols;
+    const bool one_row = x.rows == 1 && gemv_mode_ != 0 && W.rows % 2 == 0 && W.cols == K &&
+                         W.dtype == act_ && x.dtype == act_ && out.dtype == act_ &&
+                         out.rows == 1 && out.cols == I && (!b || (b->dtype == act_ && b->numel() == 2 * I)) &&
+                         gemv_supported(1, 2 * I, K) && !skip(kSkipLinear | kSkipSilu);
+    if (!one_row) return Backend::linear_silu(x, W, bias, gate_up, out);
+    launch_gemv_silu(act_, x.data, W.data, b ? b->data : nullptr, out.data, I, K,
+                     props_.multiProcessorCount, stream_->get());
 }
 
 void CudaBackend::gemv1(Gemv1Op op, const Tensor& x, const Tensor* ln, float eps, const Tensor& W,

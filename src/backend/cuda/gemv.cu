@@ -34,86 +34,112 @@ __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
 // current ones. The first batch of weight loads is issued before pdl_wait() (weights are
 // constant), so with programmatic dependent launch the kernel streams weights while the
 // kernel before it (which produces x) finishes.
-template <typename T, int TT>
+// GATED (a [2N, K] gate_up weight, one row of x): output n = silu(T(x . w[n])) * T(x . w[N + n])
+// with silu_mul_kernel's roundings; each warp streams the gate row, then the up row.
+template <typename T, int TT, bool GATED = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                 T* __restrict__ out, int N, int K, int ksplit) {
-    __shared__ float red[kWarps][TT];
+    constexpr int NR = GATED ? 2 : 1;  // weight rows per output
+    __shared__ float red[NR][kWarps][TT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int rows_per_block = kWarps / ksplit;
     const int row = blockIdx.x * rows_per_block + warp / ksplit;
     const int part = warp % ksplit;
     const int nchunks = K / 8;
     const int stride = 32 * ksplit;
-    const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row < N ? row : 0) * K);
     const uint4* xr = reinterpret_cast<const uint4*>(x);
-    int c = part * 32 + lane;
-    bool full = row < N && c + (kUnroll - 1) * stride < nchunks;
-    uint4 wv[kUnroll];
-    if (full) {
+    const int c0 = part * 32 + lane;
+    const bool full0 = row < N && c0 + (kUnroll - 1) * stride < nchunks;
+    uint4 wv[NR][kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + c + u * stride);
+    for (int r = 0; r < NR; ++r) {
+        const uint4* wr =
+            reinterpret_cast<const uint4*>(w + static_cast<size_t>(row < N ? row + r * N : 0) * K);
+        if (full0) {
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) wv[r][u] = ld_stream(wr + c0 + u * stride);
+        }
     }
     pdl_trigger();
     pdl_wait();  // x is the previous kernel's output
-    float acc[TT];
+    float acc[NR][TT];
 #pragma unroll
-    for (int t = 0; t < TT; ++t) acc[t] = 0.0f;
+    for (int r = 0; r < NR; ++r)
+#pragma unroll
+        for (int t = 0; t < TT; ++t) acc[r][t] = 0.0f;
     if (row < N) {
-        while (full) {
-            const int cn = c + kUnroll * stride;
-            const bool nfull = cn + (kUnroll - 1) * stride < nchunks;
-            uint4 nx[kUnroll];
-            if (nfull) {
 #pragma unroll
-                for (int u = 0; u < kUnroll; ++u) nx[u] = ld_stream(wr + cn + u * stride);
+        for (int r = 0; r < NR; ++r) {
+            const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row + r * N) * K);
+            int c = c0;
+            bool full = full0;
+            while (full) {
+                const int cn = c + kUnroll * stride;
+                const bool nfull = cn + (kUnroll - 1) * stride < nchunks;
+                uint4 nx[kUnroll];
+                if (nfull) {
+#pragma unroll
+                    for (int u = 0; u < kUnroll; ++u) nx[u] = ld_stream(wr + cn + u * stride);
+                }
+#pragma unroll
+                for (int u = 0; u < kUnroll; ++u) {
+                    float wf[8];
+                    unpack8<T>(wv[r][u], wf);
+#pragma unroll
+                    for (int t = 0; t < TT; ++t) {
+                        float xf[8];
+                        unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c + u * stride), xf);
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(wf[i], xf[i], acc[r][t]);
+                    }
+                }
+                if (nfull) {
+#pragma unroll
+                    for (int u = 0; u < kUnroll; ++u) wv[r][u] = nx[u];
+                }
+                c = cn;
+                full = nfull;
             }
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
+            for (; c < nchunks; c += stride) {
                 float wf[8];
-                unpack8<T>(wv[u], wf);
+                unpack8<T>(ld_stream(wr + c), wf);
 #pragma unroll
                 for (int t = 0; t < TT; ++t) {
                     float xf[8];
-                    unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c + u * stride), xf);
+                    unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c), xf);
 #pragma unroll
-                    for (int i = 0; i < 8; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
+                    for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(wf[i], xf[i], acc[r][t]);
                 }
             }
-            if (nfull) {
-#pragma unroll
-                for (int u = 0; u < kUnroll; ++u) wv[u] = nx[u];
-            }
-            c = cn;
-            full = nfull;
-        }
-        for (; c < nchunks; c += stride) {
-            float wf[8];
-            unpack8<T>(ld_stream(wr + c), wf);
-#pragma unroll
-            for (int t = 0; t < TT; ++t) {
-                float xf[8];
-                unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c), xf);
-#pragma unroll
-                for (int i = 0; i < 8; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
-            }
         }
     }
 #pragma unroll
-    for (int t = 0; t < TT; ++t) {
-        float v = acc[t];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) red[warp][t] = v;
-    }
+    for (int r = 0; r < NR; ++r)
+#pragma unroll
+        for (int t = 0; t < TT; ++t) {
+            float v = acc[r][t];
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0) red[r][warp][t] = v;
+        }
     __syncthreads();
     for (int idx = threadIdx.x; idx < rows_per_block * TT; idx += kThreads) {
-        int r = idx / TT, t = idx % TT;
-        int n = blockIdx.x * rows_per_block + r;
+        int rr = idx / TT, t = idx % TT;
+        int n = blockIdx.x * rows_per_block + rr;
         if (n >= N) continue;
         float s = 0.0f;
-        for (int p = 0; p < ksplit; ++p) s += red[r * ksplit + p][t];
+        for (int p = 0; p < ksplit; ++p) s += red[0][rr * ksplit + p][t];
         if (bias) s += to_f(bias[n]);
-        out[static_cast<size_t>(t) * N + n] = from_f<T>(s);
+        if constexpr (GATED) {
+            float su = 0.0f;
+            for (int p = 0; p < ksplit; ++p) su += red[NR - 1][rr * ksplit + p][t];
+            if (bias) su += to_f(bias[N + n]);
+            const float g = round_to<T>(s), u = round_to<T>(su);  // linear() output, in T
+            const float sg = round_to<T>(g / (1.0f + expf(-g)));
+            out[static_cast<size_t>(t) * N + n] = from_f<T>(sg * u);
+        } else {
+            out[static_cast<size_t>(t) * N + n] = from_f<T>(s);
+        }
     }
 }
 
@@ -323,6 +349,20 @@ void launch_gemv1_d(int pro, int epi, DType res_dt, DType ln_dt, const Gemv1Args
 
 }  // namespace
 
+template <typename T>
+void launch_gated(const void* x, const void* w, const void* bias, void* out, int64_t N, int64_t K,
+                  int num_sms, cudaStream_t st) {
+    int ksplit = 1;
+    const int64_t chunks = K / 8;
+    while (ksplit < kWarps && (N * ksplit) / (kWarps) < 2 * num_sms && chunks >= 32 * 2 * ksplit)
+        ksplit *= 2;
+    const int rows_per_block = kWarps / ksplit;
+    unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
+    launch_pdl(gemv_kernel<T, 1, true>, dim3(grid), dim3(kThreads), 0, st, "gemv_gated_kernel",
+               static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit);
+}
+
 bool gemv_supported(int64_t T, int64_t N, int64_t K) {
     return T >= 1 && T <= 16 && K % 8 == 0 && K > 0 && N > 0 && N < (1ll << 31) && K < (1ll << 31);
 }
@@ -336,6 +376,17 @@ void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void*
         launch_tt<__half, 16>(x, w, bias, out, T, N, K, num_sms, st);
     else
         fail("gemv: dtype {} not supported", dtype_name(dt));
+}
+
+void launch_gemv_silu(DType dt, const void* x, const void* w, const void* bias, void* out,
+                      int64_t I, int64_t K, int num_sms, cudaStream_t st) {
+    FS_CHECK(gemv_supported(1, 2 * I, K), "gemv_silu: unsupported shape I={} K={}", I, K);
+    if (dt == DType::BF16)
+        launch_gated<__nv_bfloat16>(x, w, bias, out, I, K, num_sms, st);
+    else if (dt == DType::F16)
+        launch_gated<__half>(x, w, bias, out, I, K, num_sms, st);
+    else
+        fail("gemv_silu: dtype {} not supported", dtype_name(dt));
 }
 
 }  // namespace farsight::cuda

@@ -60,6 +60,10 @@ void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H
 bool gemv_supported(int64_t T, int64_t N, int64_t K);
 void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
                  int64_t N, int64_t K, int num_sms, cudaStream_t st);
+// One row: out[I] = silu(x @ W[:I]^T (+bias)) * (x @ W[I:]^T (+bias)) for a [2I, K] gate_up
+// weight, with the roundings of launch_gemv + launch_silu_mul (products stored in dt first).
+void launch_gemv_silu(DType dt, const void* x, const void* w, const void* bias, void* out,
+                      int64_t I, int64_t K, int num_sms, cudaStream_t st);
 
 // One-row GEMV (batch-1 decode) with fused neighbours, K % 8 == 0, K <= 16384:
 //   Plain:               out[N] = x[K] @ W^T (+bias)
