@@ -561,22 +561,35 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     __syncthreads();
     if (!last) return;
     __threadfence();
+    // per head: the maximum, each partition's weight exp(m_s - M) (shared memory) and the sum,
+    // one warp per head with lanes over partitions; then every output element over partitions
+    // (independent loads, unrolled). splitk_reduce_kernel's arithmetic, summed in another order.
+    __shared__ float wsm[GP][kMaxSplits];
+    __shared__ float lsm[GP];
+    for (int g = warp; g < ng; g += kDecWarps) {
+        const size_t part0 = (static_cast<size_t>(tok_idx) * H + kvh * G + g0 + g) * splits;
+        float M = -INFINITY;
+        for (int32_t s = lane; s < used; s += 32) M = fmaxf(M, __ldcg(ml + (part0 + s) * 2));
+        M = warp_max(M);
+        float L = 0.0f;
+        for (int32_t s = lane; s < used; s += 32) {
+            const float ms = __ldcg(ml + (part0 + s) * 2);
+            const float e = ms == -INFINITY ? 0.0f : __expf(ms - M);
+            wsm[g][s] = e;
+            L += __ldcg(ml + (part0 + s) * 2 + 1) * e;
+        }
+        L = warp_sum(L);
+        if (lane == 0) lsm[g] = L;
+    }
+    __syncthreads();
     for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
         const int g = idx / D, d = idx % D;
         const int64_t h = kvh * G + g0 + g;
-        const size_t part0 = (static_cast<size_t>(tok_idx) * H + h) * splits;
-        float M = -INFINITY;
-        for (int32_t s = 0; s < used; ++s) M = fmaxf(M, __ldcg(ml + (part0 + s) * 2));
-        float L = 0.0f, A = 0.0f;
-        if (M != -INFINITY)
-            for (int32_t s = 0; s < used; ++s) {
-                const float ms = __ldcg(ml + (part0 + s) * 2);
-                if (ms != -INFINITY) {
-                    const float e = __expf(ms - M);
-                    L += __ldcg(ml + (part0 + s) * 2 + 1) * e;
-                    A += __ldcg(accw + (part0 + s) * D + d) * e;
-                }
-            }
+        const float* aw = accw + (static_cast<size_t>(tok_idx) * H + h) * splits * D + d;
+        float A = 0.0f;
+#pragma unroll 8
+        for (int32_t s = 0; s < used; ++s) A += __ldcg(aw + static_cast<size_t>(s) * D) * wsm[g][s];
+        const float L = lsm[g];
         static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
     }
 }

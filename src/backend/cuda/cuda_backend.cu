@@ -249,6 +249,8 @@ class CudaBackend final : public Backend {
         const char* rd = std::getenv("FARSIGHT_RESIDUAL");
         residual_act_ = rd && std::string(rd) == "act";
         skip_ops_ = parse_skip_ops(std::getenv("FARSIGHT_SKIP_OPS"));
+        const char* gg = std::getenv("FARSIGHT_GATED_GEMV");
+        gated_gemv_ = !(gg && gg[0] == '0');
         const char* dr = std::getenv("FARSIGHT_DECODE_ROPE");
         rope_in_decode_ = !(dr && dr[0] == '0');
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
@@ -520,6 +522,7 @@ class CudaBackend final : public Backend {
     std::vector<int32_t> decode_tokens_, prefill_tiles_;
     int64_t max_decode_ctx_ = 0;
     bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
+    bool gated_gemv_ = true;          // FARSIGHT_GATED_GEMV=0: one-row linear_silu unfused
     bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
@@ -1135,7 +1138,7 @@ void CudaBackend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bi
                               Tensor& gate_up, Tensor& out) {
     const Tensor* b = (bias && !bias->empty()) ? bias : nullptr;
     const int64_t I = W.rows / 2, K = x.cols;
-    const bool one_row = x.rows == 1 && gemv_mode_ != 0 && W.rows % 2 == 0 && W.cols == K &&
+    const bool one_row = x.rows == 1 && gemv_mode_ != 0 && gated_gemv_ && W.rows % 2 == 0 && W.cols == K &&
                          W.dtype == act_ && x.dtype == act_ && out.dtype == act_ &&
                          out.rows == 1 && out.cols == I && (!b || (b->dtype == act_ && b->numel() == 2 * I)) &&
                          gemv_supported(1, 2 * I, K) && !skip(kSkipLinear | kSkipSilu);
