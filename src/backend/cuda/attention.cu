@@ -271,8 +271,14 @@ constexpr int kDecWarps = 4;
 // arrival counter in `cnt`, zero between launches: the last block resets it) merges them in
 // partition order, with the arithmetic of splitk_reduce_kernel (so the result does not depend
 // on which block is last).
+// Resident blocks the register budget is set for (the session-2 kernel's occupancy: bytes in
+// flight per SM are what a memory-bound decode needs).
+template <int GP>
+constexpr int decode_min_blocks() {
+    return GP <= 2 ? 4 : GP == 4 ? 3 : 2;
+}
 template <typename T, int D, int GP>
-__global__ void __launch_bounds__(kDecWarps * 32)
+__global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
     pdl_trigger();  // pdl_wait() comes after the first K/V loads (see below)
     constexpr int LPK = D / 8;          // lanes per key row
@@ -389,14 +395,18 @@ __global__ void __launch_bounds__(kDecWarps * 32)
         for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
     }
 
-    uint4 knew = make_uint4(0, 0, 0, 0), vnew = make_uint4(0, 0, 0, 0);
+    __shared__ uint4 knew_s[LPK], vnew_s[LPK];  // the own key's row (read by warp 0 at the end)
     if (has_new) {
         const T* krow = qkv + static_cast<size_t>(t) * a.ld + (a.H + kvh) * D + cl * 8;
         float kf[8];
         unpack8<T>(*reinterpret_cast<const uint4*>(krow), kf);
         rope8(kf);
-        knew = pack8(kf);
-        vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
+        const uint4 knew = pack8(kf);
+        const uint4 vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
+        if (writer) {
+            knew_s[cl] = knew;
+            vnew_s[cl] = vnew;
+        }
         if (writer && g0 == 0) {  // one block per (token, kv head) stores the new row
             const int32_t slot = m.slot_mapping[t];
             if (slot >= 0) {  // padding rows have no slot
@@ -480,11 +490,12 @@ __global__ void __launch_bounds__(kDecWarps * 32)
         }
         consume(kr, vr, ok);
     }
-    if (has_new && warp == 0) {  // the query's own key, from registers
+    if (has_new && warp == 0) {  // the query's own key (written by this warp's sub-group 0)
+        __syncwarp();
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            kr[u] = u == 0 ? knew : make_uint4(0, 0, 0, 0);
-            vr[u] = u == 0 ? vnew : make_uint4(0, 0, 0, 0);
+            kr[u] = u == 0 ? knew_s[cl] : make_uint4(0, 0, 0, 0);
+            vr[u] = u == 0 ? vnew_s[cl] : make_uint4(0, 0, 0, 0);
             ok[u] = u == 0 && sub == 0;
         }
         consume(kr, vr, ok);
