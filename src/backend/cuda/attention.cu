@@ -395,18 +395,14 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
         for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
     }
 
-    __shared__ uint4 knew_s[LPK], vnew_s[LPK];  // the own key's row (read by warp 0 at the end)
+    uint4 knew = make_uint4(0, 0, 0, 0), vnew = make_uint4(0, 0, 0, 0);
     if (has_new) {
         const T* krow = qkv + static_cast<size_t>(t) * a.ld + (a.H + kvh) * D + cl * 8;
         float kf[8];
         unpack8<T>(*reinterpret_cast<const uint4*>(krow), kf);
         rope8(kf);
-        const uint4 knew = pack8(kf);
-        const uint4 vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
-        if (writer) {
-            knew_s[cl] = knew;
-            vnew_s[cl] = vnew;
-        }
+        knew = pack8(kf);
+        vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
         if (writer && g0 == 0) {  // one block per (token, kv head) stores the new row
             const int32_t slot = m.slot_mapping[t];
             if (slot >= 0) {  // padding rows have no slot
@@ -490,12 +486,11 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
         }
         consume(kr, vr, ok);
     }
-    if (has_new && warp == 0) {  // the query's own key (written by this warp's sub-group 0)
-        __syncwarp();
+    if (has_new && warp == 0) {  // the query's own key, from registers
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            kr[u] = u == 0 ? knew_s[cl] : make_uint4(0, 0, 0, 0);
-            vr[u] = u == 0 ? vnew_s[cl] : make_uint4(0, 0, 0, 0);
+            kr[u] = u == 0 ? knew : make_uint4(0, 0, 0, 0);
+            vr[u] = u == 0 ? vnew : make_uint4(0, 0, 0, 0);
             ok[u] = u == 0 && sub == 0;
         }
         consume(kr, vr, ok);
