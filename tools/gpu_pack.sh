@@ -8,6 +8,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DFARSIGHT_NATIVE=OF
 cmake --build build-gpu --target farsight test_gpu -j"$(nproc)"
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/shared/models .gpu/shared/testdata
 cp build-gpu/farsight build-gpu/tests/test_gpu .gpu/bin/
+xz -T2 -3 -f .gpu/bin/farsight .gpu/bin/test_gpu  # the carry limit is 64 MiB; gpu_session.sh unpacks
 # shared libraries the GPU image may lack (Debian builds of fmt, cpp-httplib and its deps)
 for l in libfmt.so.9 libcpp-httplib.so.0.11 libssl.so.3 libcrypto.so.3 libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
   cp -L /usr/lib/x86_64-linux-gnu/$l .gpu/lib/

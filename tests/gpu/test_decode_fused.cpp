@@ -48,20 +48,19 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
     const DType dt = GetParam();
     Backend& b = gpu(dt);
     const std::vector<Geo> geos = {
-        {32, 32, 128, 0},  // Llama-2 (MHA)
-        {32, 8, 128, 0},   // Llama-3 (GQA 4)
-        {14, 2, 64, 0},    // Qwen2-0.5B (GQA 7)
-        {32, 2, 64, 0},    // GQA 16: two blocks of q heads per kv head
+        {32, 32, 128, 0},   // Llama-2 (MHA)
+        {32, 8, 128, 0},    // Llama-3 (GQA 4)
+        {14, 2, 64, 0},     // Qwen2-0.5B (GQA 7)
+        {32, 2, 64, 0},     // GQA 16: two blocks of q heads per kv head
         {32, 8, 128, 100},  // sliding window
     };
-    const std::vector<int32_t> ctx = small_mode() ? std::vector<int32_t>{0, 1, 64, 65, 300}
-                                                  : std::vector<int32_t>{0,   1,   15,  63,  64,
-                                                                         65,  128, 200, 1000, 4100};
+    const std::vector<int32_t> ctx =
+        small_mode() ? std::vector<int32_t>{0, 1, 64, 65, 300}
+                     : std::vector<int32_t>{0, 1, 15, 63, 64, 65, 128, 200, 1000, 4100};
     const int64_t bs = 16;
     for (const Geo& g : geos) {
-        SCOPED_TRACE(::testing::Message()
-                     << dtype_name(dt) << " H" << g.H << " KV" << g.KVH << " D" << g.D << " window "
-                     << g.window);
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " H" << g.H << " KV" << g.KVH << " D"
+                                          << g.D << " window " << g.window);
         const int64_t C = (g.H + 2 * g.KVH) * g.D;
         AttnParams p{g.H, g.KVH, g.D, g.D, 1.0f / std::sqrt(static_cast<float>(g.D)), g.window};
         // block tables: each sequence gets its own blocks, room for its context + 2 tokens
@@ -97,7 +96,8 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
                     const int32_t pos = n_past[q] + i;
                     m.tokens.push_back(0);
                     m.positions.push_back(pos);
-                    m.slot_mapping.push_back(static_cast<int32_t>(tables[q][pos / bs] * bs + pos % bs));
+                    m.slot_mapping.push_back(
+                        static_cast<int32_t>(tables[q][pos / bs] * bs + pos % bs));
                 }
                 m.seqs.push_back(sl);
                 m.max_context_len = std::max(m.max_context_len, sl.context_len());
@@ -132,7 +132,7 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
             b.attention(0, q0, p, o0);
             if (step == 0) {
                 b.rope_attention(1, q1, p, o1);  // the fused path
-            } else {  // separate ops reading what the fused step stored
+            } else {                             // separate ops reading what the fused step stored
                 b.rope(q1, p);
                 b.attention(1, q1, p, o1);
             }

@@ -25,8 +25,8 @@ TEST_P(CudaLinearSilu, OneRowMatchesLinearThenSiluMul) {
                           {1000, 264, true, false},    // bias, K not a multiple of 256
                           {4864, 896, true, false}};   // Qwen2-0.5B-like
     for (const Case& c : cases) {
-        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " I" << c.I << " K" << c.K
-                                          << (c.bias ? " bias" : ""));
+        SCOPED_TRACE(::testing::Message()
+                     << dtype_name(dt) << " I" << c.I << " K" << c.K << (c.bias ? " bias" : ""));
         const auto xv = randv(c.K, dt, 1.0f);
         const auto wv = randv(2 * c.I * c.K, dt, 2.0f / std::sqrt(static_cast<float>(c.K)));
         const auto bv = randv(2 * c.I, dt, 0.5f);
