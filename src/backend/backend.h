@@ -182,7 +182,7 @@ public:
                              Tensor& gate_up, Tensor& out);
     // ---- fused one-row decode ops (optional; the CPU backend has none) ----
     // Whether a step of `rows` rows whose matrices have at most `max_k` columns may run each
-    // layer as norm_linear, rope, attention, linear_residual, norm_linear,
+    // layer as norm_linear, rope_attention, linear_residual, norm_linear,
     // silu_linear_residual (the same arithmetic as the separate ops, fewer kernels).
     virtual bool fused_decode(int64_t rows, int64_t max_k) const {
         (void)rows;

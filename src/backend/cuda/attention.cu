@@ -1,6 +1,7 @@
 // Attention over the paged KV cache.
 //  * split-K flash-decoding: one block per (query token, kv head, group of up to 8 q heads,
-//    key partition); partial softmax states are merged by a second kernel. Used for q_len == 1
+//    key partition); partial softmax states are merged by the last block of a (token, kv head)
+//    to finish (head_dim 64/128) or by a second kernel (other head dims). Used for q_len == 1
 //    (decode) and short chunks; correct for any batch (each token is its own query). The
 //    launch fixes only the number of partitions; each block derives its key range from the
 //    device-side sequence lengths (so a recorded CUDA graph stays valid as contexts grow).
@@ -268,9 +269,9 @@ constexpr int kDecWarps = 4;
 // are written with m in natural-log units for splitk_reduce_kernel.
 // Partitions that hold keys are merged in this kernel: one partition writes the output itself;
 // with several, each writes its partial state and the last to finish (a per-(token, block row)
-// arrival counter in `cnt`, zero between launches: the last block resets it) merges them in
-// partition order, with the arithmetic of splitk_reduce_kernel (so the result does not depend
-// on which block is last).
+// arrival counter in `cnt`, zero between launches: the last block resets it) merges them with
+// splitk_reduce_kernel's formula in a fixed order (the result does not depend on which block
+// is last).
 // Resident blocks the register budget is set for (the session-2 kernel's occupancy: bytes in
 // flight per SM are what a memory-bound decode needs).
 template <int GP>
@@ -405,7 +406,7 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
         vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
         if (writer && g0 == 0) {  // one block per (token, kv head) stores the new row
             const int32_t slot = m.slot_mapping[t];
-            if (slot >= 0) {  // padding rows have no slot
+            if (slot >= 0) {  // eager padding rows have none (recorded ones: the scratch block)
                 const size_t o = static_cast<size_t>(slot) * slot_stride + kvh * D + cl * 8;
                 *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(a.k_pool)) + o) = knew;
                 *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(a.v_pool)) + o) = vnew;

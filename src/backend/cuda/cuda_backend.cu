@@ -376,7 +376,8 @@ class CudaBackend final : public Backend {
                 int64_t col0 = 0) override;
     void rope(Tensor& qkv, const AttnParams& p) override;
     void attention(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out) override;
-    // One kernel rotates q/k and stores k/v (rope_store_kernel), then the attention kernels.
+    // Single-token steps: the decode kernel rotates and stores itself; other steps: one kernel
+    // rotates q/k and stores k/v (rope_store_kernel), then the attention kernels.
     void rope_attention(int64_t layer, Tensor& qkv, const AttnParams& p, Tensor& out) override;
     void silu_mul(const Tensor& gate_up, Tensor& out) override;
     // One row: a GEMV that streams the gate and up rows of each output and writes silu * up.
@@ -1117,7 +1118,9 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
             attn_ws_.ensure(need);
             if (attn_cnt_.size() < need_cnt) {
                 attn_cnt_.ensure(need_cnt);
-                FS_CUDA(cudaMemset(attn_cnt_.get(), 0, attn_cnt_.size()));
+                // on the backend's stream (non-blocking: a legacy-stream memset would not be
+                // ordered before the kernels that count in it)
+                FS_CUDA(cudaMemsetAsync(attn_cnt_.get(), 0, attn_cnt_.size(), st));
             }
         }
         launch_attention_splitk(a, dm_, n, splits, attn_ws_.get(), attn_cnt_.as<int>(), st);
@@ -1138,7 +1141,8 @@ void CudaBackend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bi
                               Tensor& gate_up, Tensor& out) {
     const Tensor* b = (bias && !bias->empty()) ? bias : nullptr;
     const int64_t I = W.rows / 2, K = x.cols;
-    const bool one_row = x.rows == 1 && gemv_mode_ != 0 && gated_gemv_ && W.rows % 2 == 0 && W.cols == K &&
+    const bool one_row = x.rows == 1 && gemv_mode_ != 0 && gated_gemv_ &&
+                         alignment_of(x.data) >= 16 && alignment_of(W.data) >= 16 && W.rows % 2 == 0 && W.cols == K &&
                          W.dtype == act_ && x.dtype == act_ && out.dtype == act_ &&
                          out.rows == 1 && out.cols == I && (!b || (b->dtype == act_ && b->numel() == 2 * I)) &&
                          gemv_supported(1, 2 * I, K) && !skip(kSkipLinear | kSkipSilu);

@@ -468,7 +468,8 @@ void launch_rmsnorm(DType dt, DType w_dt, DType res_dt, const void* x, const voi
     if (rows == 0) return;
     auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     // Vector path: up to 4 chunks of 8 per thread, at most 512 threads (cols <= 16384). The
-    // choice depends on cols alone, so a row's result does not depend on the batch.
+    // choice depends on cols and alignment, not on the rows, so a row's result does not depend
+    // on the batch.
     const int64_t nvec = cols / 8;
     const bool vec = cols % 8 == 0 && nvec <= 4 * 512 && al16(x) && al16(w) && al16(out) &&
                      (residual == nullptr || al16(residual));

@@ -61,7 +61,8 @@ bool gemv_supported(int64_t T, int64_t N, int64_t K);
 void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
                  int64_t N, int64_t K, int num_sms, cudaStream_t st);
 // One row: out[I] = silu(x @ W[:I]^T (+bias)) * (x @ W[I:]^T (+bias)) for a [2I, K] gate_up
-// weight, with the roundings of launch_gemv + launch_silu_mul (products stored in dt first).
+// weight, with the roundings of launch_gemv + launch_silu_mul (products stored in dt first);
+// bitwise equal to them when both launches split K alike (the Llama shapes). x, w 16-byte aligned.
 void launch_gemv_silu(DType dt, const void* x, const void* w, const void* bias, void* out,
                       int64_t I, int64_t K, int num_sms, cudaStream_t st);
 
@@ -87,9 +88,10 @@ struct AttnLaunch {
     float scale;
     void* out;  // [T, H*D]
     int64_t out_ld;
-    // decode kernel only (head_dim 64/128, rotary_dim == head_dim, tokens' own k/v not yet
-    // stored): apply rope to q and k as rope_kernel does (qkv itself is left unrotated) and
-    // store the rotated k and v at slot_mapping
+    // decode kernel only (head_dim 64/128, rotary_dim == head_dim, and every sequence of the
+    // step has exactly one token, whose k/v is not stored yet: a sequence with several tokens
+    // would read keys other blocks are still storing): apply rope to q and k as rope_kernel
+    // does (qkv itself is left unrotated) and store the rotated k and v at slot_mapping
     int rope_store = 0;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
