@@ -254,15 +254,6 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaAttention, ::testing::ValuesIn(cases()),
 
 }  // namespace
 
-// The previous prefill kernel (FARSIGHT_PREFILL_V1=1, kept for comparisons) on two cases.
-TEST(CudaAttentionV1, PrefillV1KernelMatchesReference) {
-    FS_REQUIRE_GPU();
-    setenv("FARSIGHT_PREFILL_V1", "1", 1);
-    for (const auto& c : cases())
-        if (c.name == "prefill1100_mha_d64_bs32" || c.name == "mixed_mqa_d128_bs16") run_case(c);
-    unsetenv("FARSIGHT_PREFILL_V1");
-}
-
 // The prefill2 kernel (FARSIGHT_PREFILL=v2: the mma.sync kernel the sm90 one replaced on
 // Hopper; the default elsewhere) on the prefill cases.
 TEST(CudaAttentionV2, PrefillV2KernelMatchesReference) {

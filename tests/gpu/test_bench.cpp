@@ -152,24 +152,16 @@ TEST(CudaBench, Attention) {
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);
         // prefill of the same batch (16 x 4096 tokens, causal): the default kernel (sm90 wgmma
-        // on Hopper), then prefill2 (FARSIGHT_PREFILL=v2), then v1 (FARSIGHT_PREFILL_V1=1)
+        // on Hopper), then prefill2 (FARSIGHT_PREFILL=v2)
         b.begin_forward(fill);
-        struct Variant {
-            const char* name;
-            const char* prefill;
-            const char* v1;
-        };
-        for (Variant v :
-             {Variant{"", "", "0"}, Variant{"_v2", "v2", "0"}, Variant{"_v1", "", "1"}}) {
-            setenv("FARSIGHT_PREFILL", v.prefill, 1);
-            setenv("FARSIGHT_PREFILL_V1", v.v1, 1);
+        for (const char* v : {"", "v2"}) {
+            setenv("FARSIGHT_PREFILL", v, 1);
             double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
             double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
-            std::printf("BENCH prefill_attention%s 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n",
-                        v.name, pms, flops / (pms * 1e-3) / 1e12);
+            std::printf("BENCH prefill_attention%s%s 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n",
+                        v[0] ? "_" : "", v, pms, flops / (pms * 1e-3) / 1e12);
         }
         unsetenv("FARSIGHT_PREFILL");
-        unsetenv("FARSIGHT_PREFILL_V1");
     }
 }
 

@@ -677,173 +677,8 @@ __device__ __forceinline__ bool pf_subtile(const DevMeta& m, int i, int32_t& sid
     return q0 < m.seqs[sidx].q_len;
 }
 
-// grid (num_prefill_tiles, H), 128 threads. Each warp owns 16 query rows of the 64-row tile.
-template <typename T, int D>
-__global__ void __launch_bounds__(kPfWarps * 32) prefill_kernel(AttnLaunch a, DevMeta m) {
-    constexpr int LDS = D + 8;  // padded smem row (conflict-free fragment loads)
-    __shared__ __align__(16) uint16_t k_s[kPfKeys * LDS];
-    __shared__ __align__(16) uint16_t v_s[kPfKeys * LDS];
-    using Op = MmaOp<T>;
-
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int gq = lane / 4, tig = lane % 4;
-    int32_t sidx, q0;
-    if (!pf_subtile(m, static_cast<int>(blockIdx.x), sidx, q0)) return;
-    const SeqSlice& seq = m.seqs[sidx];
-    const int64_t h = blockIdx.y;
-    const int64_t kvh = h / (a.H / a.KVH);
-
-    const int32_t q_last = min(q0 + kPrefillTileQ, seq.q_len) - 1;
-    const int32_t p_min = seq.n_past + q0, p_max = seq.n_past + q_last;
-    const int32_t hi = p_max + 1;
-    const int32_t lo = a.window > 0 ? max(0, p_min - static_cast<int32_t>(a.window) + 1) : 0;
-
-    // this thread's two query rows (relative to the sequence's first computed token)
-    const int32_t r0 = q0 + warp * 16 + gq, r1 = r0 + 8;
-    const bool v0 = r0 < seq.q_len, v1 = r1 < seq.q_len;
-    const int32_t pos0 = seq.n_past + r0, pos1 = seq.n_past + r1;
-
-    // Q fragments (A operand, row-major 16 x D per warp)
-    uint32_t qf[D / 16][4];
-    {
-        const uint16_t* qkv = static_cast<const uint16_t*>(a.qkv);
-        const uint16_t* q0p = qkv + (seq.q_start + r0) * a.ld + h * D;
-        const uint16_t* q1p = qkv + (seq.q_start + r1) * a.ld + h * D;
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc) {
-            int c = kc * 16 + tig * 2;
-            qf[kc][0] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c) : 0u;
-            qf[kc][1] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c) : 0u;
-            qf[kc][2] = v0 ? *reinterpret_cast<const uint32_t*>(q0p + c + 8) : 0u;
-            qf[kc][3] = v1 ? *reinterpret_cast<const uint32_t*>(q1p + c + 8) : 0u;
-        }
-    }
-    const float sl2 = a.scale * 1.4426950408889634f;  // softmax in base 2
-
-    float o[D / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
-    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.0f, 0.0f};
-
-    const uint16_t* kpool = static_cast<const uint16_t*>(a.k_pool);
-    const uint16_t* vpool = static_cast<const uint16_t*>(a.v_pool);
-    constexpr int CH = D / 8;  // 16-byte chunks per row
-
-    for (int32_t kt = lo; kt < hi; kt += kPfKeys) {
-        __syncthreads();  // previous tile fully consumed
-        for (int idx = threadIdx.x; idx < kPfKeys * CH; idx += blockDim.x) {
-            int r = idx / CH, c = idx % CH;
-            int32_t i = kt + r;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (i < hi) {
-                size_t row = kv_row(m, seq, i, a.block_size, a.KVH, kvh) * D;
-                kv = *reinterpret_cast<const uint4*>(kpool + row + c * 8);
-                vv = *reinterpret_cast<const uint4*>(vpool + row + c * 8);
-            }
-            *reinterpret_cast<uint4*>(&k_s[r * LDS + c * 8]) = kv;
-            *reinterpret_cast<uint4*>(&v_s[r * LDS + c * 8]) = vv;
-        }
-        __syncthreads();
-
-        // S = Q K^T for this warp's 16 rows x 64 keys
-        float s[kPfKeys / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            const uint16_t* krow = &k_s[(nt * 8 + gq) * LDS];
-#pragma unroll
-            for (int kc = 0; kc < D / 16; ++kc) {
-                uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + kc * 16 + tig * 2);
-                uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + kc * 16 + 8 + tig * 2);
-                Op::mma(s[nt], qf[kc], b0, b1);
-            }
-        }
-        // mask + online softmax (rows r0: elements 0,1; r1: elements 2,3)
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                int32_t key = kt + nt * 8 + tig * 2 + (e & 1);
-                bool rv = e < 2 ? v0 : v1;
-                int32_t pos = e < 2 ? pos0 : pos1;
-                bool ok = rv && key <= pos && (a.window <= 0 || pos - key < a.window);
-                s[nt][e] = ok ? s[nt][e] * sl2 : -INFINITY;
-                mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
-            }
-        }
-        float alpha[2], muse[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            float mnew = fmaxf(mr[r], mx[r]);
-            muse[r] = mnew == -INFINITY ? 0.0f : mnew;
-            alpha[r] = exp2f(mr[r] - muse[r]);  // 0 when mr was -inf
-            mr[r] = mnew;
-        }
-        float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int nt = 0; nt < kPfKeys / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float p = exp2f(s[nt][e] - muse[e / 2]);
-                s[nt][e] = p;
-                rs[e / 2] += p;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
-#pragma unroll
-        for (int nd = 0; nd < D / 8; ++nd) {
-            o[nd][0] *= alpha[0];
-            o[nd][1] *= alpha[0];
-            o[nd][2] *= alpha[1];
-            o[nd][3] *= alpha[1];
-        }
-        // O += P V
-#pragma unroll
-        for (int kc = 0; kc < kPfKeys / 16; ++kc) {
-            uint32_t pa[4];
-            pa[0] = Op::pack(s[2 * kc][0], s[2 * kc][1]);
-            pa[1] = Op::pack(s[2 * kc][2], s[2 * kc][3]);
-            pa[2] = Op::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-            pa[3] = Op::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-            const uint16_t* vr0 = &v_s[(kc * 16 + tig * 2) * LDS];
-#pragma unroll
-            for (int nd = 0; nd < D / 8; ++nd) {
-                int col = nd * 8 + gq;
-                uint32_t b0 =
-                    static_cast<uint32_t>(vr0[col]) | (static_cast<uint32_t>(vr0[LDS + col]) << 16);
-                uint32_t b1 = static_cast<uint32_t>(vr0[8 * LDS + col]) |
-                              (static_cast<uint32_t>(vr0[9 * LDS + col]) << 16);
-                Op::mma(o[nd], pa, b0, b1);
-            }
-        }
-    }
-
-    // finish: full row sums across the quad, normalise, store
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
-        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
-        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
-    }
-    T* out = static_cast<T*>(a.out);
-#pragma unroll
-    for (int nd = 0; nd < D / 8; ++nd) {
-        int c = nd * 8 + tig * 2;
-        if (v0)
-            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r0) * a.out_ld + h * D + c) =
-                Op::pack(o[nd][0] * lr[0], o[nd][1] * lr[0]);
-        if (v1)
-            *reinterpret_cast<uint32_t*>(out + (seq.q_start + r1) * a.out_ld + h * D + c) =
-                Op::pack(o[nd][2] * lr[1], o[nd][3] * lr[1]);
-    }
-}
-
-// ---------------------------------------------------------------- prefill v2
-// The same tiles (64 query rows of one head x 64 keys, 4 warps of 16 rows) with the K/V tiles
+// ---------------------------------------------------------------- prefill (mma.sync)
+// Tiles of 64 query rows of one head x 64 keys, 4 warps of 16 rows each, with the K/V tiles
 // double-buffered through cp.async (the next tile's loads overlap this tile's math), K and V
 // fragments read with ldmatrix / ldmatrix.trans (one instruction per two mma), masks computed
 // only on tiles that cross the diagonal or a window edge, and the heaviest (last) query tiles
@@ -1249,63 +1084,40 @@ bool prefill_supported(int64_t D) {
 }
 
 namespace {
-struct PrefillEnv {
-    bool v1, v2;
-};
-PrefillEnv prefill_env() {
-    const char* v1e = std::getenv("FARSIGHT_PREFILL_V1");  // =1: the previous kernel
-    const char* pe = std::getenv("FARSIGHT_PREFILL");      // =v2: prefill2_kernel, not sm90
-    return {v1e && v1e[0] == '1', pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0'};
+// FARSIGHT_PREFILL=v2: the mma.sync kernel (prefill2_kernel) instead of the sm90 one
+bool prefill_env_v2() {
+    const char* pe = std::getenv("FARSIGHT_PREFILL");
+    return pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0';
 }
-bool prefill_takes_sm90(int64_t D, const PrefillEnv& e) {
-    return !e.v1 && !e.v2 && (D == 64 || D == 128) && prefill_sm90_available();
+bool prefill_takes_sm90(int64_t D, bool v2) {
+    return !v2 && (D == 64 || D == 128) && prefill_sm90_available();
 }
 }  // namespace
 
 int prefill_tile_rows(int64_t D, DType /*dt: the sm90 kernel has bf16 and f16*/) {
-    return prefill_takes_sm90(D, prefill_env()) ? 2 * kPrefillTileQ : kPrefillTileQ;
+    return prefill_takes_sm90(D, prefill_env_v2()) ? 2 * kPrefillTileQ : kPrefillTileQ;
 }
 
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;
     FS_CHECK(m.prefill_tile_q > 0 && m.prefill_tile_q % kPrefillTileQ == 0,
              "attention prefill: {} rows per tile", m.prefill_tile_q);
-    const PrefillEnv env = prefill_env();
-    const bool v1 = env.v1;
-    if (prefill_takes_sm90(a.D, env)) {
+    if (prefill_takes_sm90(a.D, prefill_env_v2())) {
         launch_attention_prefill_sm90(a, m, st);
         return;
     }
-    if (!v1 && (a.D == 64 || a.D == 128)) {
-        if (a.dt == DType::BF16) {
-            if (a.D == 64)
-                launch_prefill2<__nv_bfloat16, 64>(a, m, st);
-            else
-                launch_prefill2<__nv_bfloat16, 128>(a, m, st);
-        } else {
-            if (a.D == 64)
-                launch_prefill2<__half, 64>(a, m, st);
-            else
-                launch_prefill2<__half, 128>(a, m, st);
-        }
-        return;
-    }
-    dim3 grid(static_cast<unsigned>(m.num_prefill_tiles * (m.prefill_tile_q / kPrefillTileQ)),
-              static_cast<unsigned>(a.H));
-    auto go = [&](auto tag) {
-        using T = decltype(tag);
+    FS_CHECK(a.D == 64 || a.D == 128, "attention prefill: head_dim {} unsupported", a.D);
+    if (a.dt == DType::BF16) {
         if (a.D == 64)
-            prefill_kernel<T, 64><<<grid, kPfWarps * 32, 0, st>>>(a, m);
-        else if (a.D == 128)
-            prefill_kernel<T, 128><<<grid, kPfWarps * 32, 0, st>>>(a, m);
+            launch_prefill2<__nv_bfloat16, 64>(a, m, st);
         else
-            fail("attention prefill: head_dim {} unsupported", a.D);
-    };
-    if (a.dt == DType::BF16)
-        go(__nv_bfloat16{});
-    else
-        go(__half{});
-    FS_CUDA_LAUNCH("prefill_kernel");
+            launch_prefill2<__nv_bfloat16, 128>(a, m, st);
+    } else {
+        if (a.D == 64)
+            launch_prefill2<__half, 64>(a, m, st);
+        else
+            launch_prefill2<__half, 128>(a, m, st);
+    }
 }
 
 }  // namespace farsight::cuda

@@ -113,7 +113,7 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 bool prefill_supported(int64_t D);
 // Query rows per prefill tile for head_dim D: 128 when launch_attention_prefill takes the sm90
 // kernel (two consumer warpgroups of 64 rows sharing each K/V tile), else kPrefillTileQ (64).
-// Reads FARSIGHT_PREFILL / FARSIGHT_PREFILL_V1 like the launcher; the launcher copes with any
+// Reads FARSIGHT_PREFILL like the launcher; the launcher copes with any
 // multiple of 64 anyway (an env change between begin_forward and the launch stays correct).
 int prefill_tile_rows(int64_t D, DType dt);
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
