@@ -3,6 +3,7 @@
 // the public Backend interface, download, error norms. Every test skips without a CUDA device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -83,6 +84,28 @@ inline std::vector<float> download(Backend& b, const Tensor& t) {
     std::vector<float> v(static_cast<size_t>(t.numel()));
     b.to_host_f32(t, v.data());
     return v;
+}
+
+// Appends a sequence with block table `table` (blocks of bs tokens) computing q_len tokens after
+// n_past cached ones (token ids 0) to m.
+inline void append_seq(BatchMeta& m, const std::vector<int32_t>& table, int64_t bs, int32_t n_past,
+                       int32_t q_len, int32_t rope_variant = 0) {
+    SeqSlice sl;
+    sl.q_start = static_cast<int32_t>(m.tokens.size());
+    sl.q_len = q_len;
+    sl.n_past = n_past;
+    sl.rope_variant = rope_variant;
+    sl.block_table_offset = static_cast<int32_t>(m.block_tables.size());
+    sl.n_blocks = static_cast<int32_t>(table.size());
+    m.block_tables.insert(m.block_tables.end(), table.begin(), table.end());
+    for (int32_t i = 0; i < q_len; ++i) {
+        const int32_t pos = n_past + i;
+        m.tokens.push_back(0);
+        m.positions.push_back(pos);
+        m.slot_mapping.push_back(static_cast<int32_t>(table[pos / bs] * bs + pos % bs));
+    }
+    m.seqs.push_back(sl);
+    m.max_context_len = std::max(m.max_context_len, sl.context_len());
 }
 
 // ||got - ref|| / ||ref||; NaN anywhere gives +inf.

@@ -83,25 +83,8 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
         auto meta = [&](const std::vector<int32_t>& n_past, const std::vector<int32_t>& q_len) {
             BatchMeta m;
             m.rope = one_variant(g.D);
-            for (size_t q = 0; q < ctx.size(); ++q) {
-                if (q_len[q] == 0) continue;
-                SeqSlice sl;
-                sl.q_start = static_cast<int32_t>(m.tokens.size());
-                sl.q_len = q_len[q];
-                sl.n_past = n_past[q];
-                sl.block_table_offset = static_cast<int32_t>(m.block_tables.size());
-                sl.n_blocks = static_cast<int32_t>(tables[q].size());
-                m.block_tables.insert(m.block_tables.end(), tables[q].begin(), tables[q].end());
-                for (int32_t i = 0; i < q_len[q]; ++i) {
-                    const int32_t pos = n_past[q] + i;
-                    m.tokens.push_back(0);
-                    m.positions.push_back(pos);
-                    m.slot_mapping.push_back(
-                        static_cast<int32_t>(tables[q][pos / bs] * bs + pos % bs));
-                }
-                m.seqs.push_back(sl);
-                m.max_context_len = std::max(m.max_context_len, sl.context_len());
-            }
+            for (size_t q = 0; q < ctx.size(); ++q)
+                if (q_len[q] > 0) append_seq(m, tables[q], bs, n_past[q], q_len[q]);
             m.logit_rows = {0};
             return m;
         };

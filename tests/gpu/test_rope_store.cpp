@@ -221,24 +221,8 @@ TEST_P(CudaRopeStore, BackendRopeAttentionMatchesRopeThenAttention) {
         auto step = [&](const std::vector<int32_t>& n_past, const std::vector<int32_t>& q_len) {
             BatchMeta m;
             m.rope = {rv[1], rv[2]};
-            for (size_t q = 0; q < 2; ++q) {
-                SeqSlice sl;
-                sl.q_start = static_cast<int32_t>(m.tokens.size());
-                sl.q_len = q_len[q];
-                sl.n_past = n_past[q];
-                sl.rope_variant = static_cast<int32_t>(q);
-                sl.block_table_offset = static_cast<int32_t>(m.block_tables.size());
-                sl.n_blocks = static_cast<int32_t>(tables[q].size());
-                m.block_tables.insert(m.block_tables.end(), tables[q].begin(), tables[q].end());
-                for (int32_t i = 0; i < q_len[q]; ++i) {
-                    const int32_t pos = n_past[q] + i;
-                    m.tokens.push_back(0);
-                    m.positions.push_back(pos);
-                    m.slot_mapping.push_back(tables[q][pos / 16] * 16 + pos % 16);
-                }
-                m.seqs.push_back(sl);
-                m.max_context_len = std::max(m.max_context_len, sl.context_len());
-            }
+            for (size_t q = 0; q < 2; ++q)
+                append_seq(m, tables[q], 16, n_past[q], q_len[q], static_cast<int32_t>(q));
             m.logit_rows = {0};
             const int64_t T = m.num_tokens();
             b.begin_forward(m);
@@ -254,8 +238,7 @@ TEST_P(CudaRopeStore, BackendRopeAttentionMatchesRopeThenAttention) {
             for (float v : a2) ASSERT_TRUE(std::isfinite(v));
             // A step of single tokens rotates inside the decode kernel (test_decode_fused.cpp
             // covers it: qkv stays unrotated, the own key enters the softmax in another order).
-            if (q_len[0] == 1 && q_len[1] == 1 && s.rot == s.D && (s.D == 64 || s.D == 128))
-                return;
+            if (q_len[0] == 1 && q_len[1] == 1 && s.rot == s.D && (s.D == 64 || s.D == 128)) return;
             ASSERT_EQ(0, std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(float)))
                 << "rotated qkv differs";
             ASSERT_EQ(0, std::memcmp(a1.data(), a2.data(), a1.size() * sizeof(float)))

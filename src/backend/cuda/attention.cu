@@ -245,21 +245,6 @@ __global__ void __launch_bounds__(kSkWarps * 32)
     }
 }
 
-__device__ __forceinline__ uint4 ld_nc_stream(const void* p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
-template <typename T>
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
-    const T* e = reinterpret_cast<const T*>(&v);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) f[i] = to_f(e[i]);
-}
-
 constexpr int kDecWarps = 4;
 
 // grid (splits, KVH * qgroups, n_tokens), kDecWarps*32 threads. A key row (D elements) is read
@@ -684,15 +669,7 @@ __device__ __forceinline__ bool pf_subtile(const DevMeta& m, int i, int32_t& sid
 // only on tiles that cross the diagonal or a window edge, and the heaviest (last) query tiles
 // scheduled first.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void cp_async_wait1() {
-    asm volatile("cp.async.wait_group 1;\n" ::);
+    farsight::cuda::cp_async16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, valid);
 }
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -785,7 +762,7 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill2_kernel(AttnLaunch a, D
     for (int32_t kt = lo; kt < hi; kt += kPfKeys, stage ^= 1) {
         if (kt + kPfKeys < hi) load_tile(stage ^ 1, kt + kPfKeys);
         cp_async_commit();  // possibly empty: keeps the group count uniform
-        cp_async_wait1();   // this stage's tile has landed (for this thread) ...
+        cp_async_wait<1>();   // this stage's tile has landed (for this thread) ...
         __syncthreads();    // ... and for every thread
         const uint16_t* ks = smem + stage * 2 * TILE;
         const uint16_t* vs = ks + TILE;

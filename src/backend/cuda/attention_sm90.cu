@@ -137,17 +137,6 @@ __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-__device__ __forceinline__ void cp_async16_sm90(uint32_t smem, const void* gmem, bool valid) {
-    const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit_sm90() {
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait_sm90() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 template <typename T>
 struct Pack;
@@ -314,8 +303,8 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
                 const int32_t in_blk = decltype(pow2)::value ? i & (bs - 1) : i % bs;
                 off = (static_cast<size_t>(btab[blk]) * bs + in_blk) * slot_stride + c * 8;
             }
-            cp_async16_sm90(ks + idx * 16, kpool + off, ok);
-            cp_async16_sm90(vs + idx * 16, vpool + off, ok);
+            cp_async16(ks + idx * 16, kpool + off, ok);
+            cp_async16(vs + idx * 16, vpool + off, ok);
         }
     };
     auto load_tile = [&](int stage, int32_t kt) {
@@ -330,11 +319,11 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 #pragma unroll
     for (int st = 0; st < kSm90Stages - 1; ++st) {
         if (lo + st * BC < hi) load_tile(st, lo + st * BC);
-        cp_async_commit_sm90();
+        cp_async_commit();
     }
     int stage = 0;
     for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
-        cp_async_wait_sm90<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
+        cp_async_wait<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
         fence_proxy_async();  // ... and are visible to the async proxy (wgmma) ...
         __syncthreads();      // ... for every thread; and every thread has waited for the
                               // wgmmas of the previous tile: that tile's stage is free
@@ -344,7 +333,7 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
             const int32_t kn = kt + (kSm90Stages - 1) * BC;
             const int ls = stage == 0 ? kSm90Stages - 1 : stage - 1;
             if (kn < hi) load_tile(ls, kn);
-            cp_async_commit_sm90();
+            cp_async_commit();
         }
         // warpgroup-uniform: tiles entirely above this warpgroup's last row or below its window
         if (kt >= w_hi || kt + BC <= w_lo) continue;

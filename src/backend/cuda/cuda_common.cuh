@@ -236,6 +236,36 @@ __device__ __forceinline__ float round_to(float x) {
     return to_f(from_f<T>(x));
 }
 
+// ---- memory access helpers of the kernels ----
+// 16 bytes of data that stays constant while the kernel runs, streamed past L1.
+__device__ __forceinline__ uint4 ld_nc_stream(const void* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+// The 8 elements of T in 16 bytes, as floats.
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+    const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = to_f(e[i]);
+}
+// cp.async of 16 bytes to the shared-memory address `smem`; valid == false fills them with
+// zeros and reads nothing.
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+// Waits until at most N of this thread's cp.async groups are pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 inline unsigned ceil_div(size_t a, size_t b) {
     return static_cast<unsigned>((a + b - 1) / b);
 }

@@ -14,21 +14,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kUnroll = 4;
 
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
-template <typename T>
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
-    const T* e = reinterpret_cast<const T*>(&v);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) f[i] = to_f(e[i]);
-}
-
 // Block: kWarps warps; rows_per_block = kWarps / ksplit rows, ksplit warps per row. Software
 // pipelined: each lane keeps the next kUnroll weight loads in flight while it multiplies the
 // current ones. The first batch of weight loads is issued before pdl_wait() (weights are
@@ -58,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
             reinterpret_cast<const uint4*>(w + static_cast<size_t>(row < N ? row + r * N : 0) * K);
         if (full0) {
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u) wv[r][u] = ld_stream(wr + c0 + u * stride);
+            for (int u = 0; u < kUnroll; ++u) wv[r][u] = ld_nc_stream(wr + c0 + u * stride);
         }
     }
     pdl_trigger();
@@ -80,7 +65,7 @@ __global__ void __launch_bounds__(kThreads)
                 uint4 nx[kUnroll];
                 if (nfull) {
 #pragma unroll
-                    for (int u = 0; u < kUnroll; ++u) nx[u] = ld_stream(wr + cn + u * stride);
+                    for (int u = 0; u < kUnroll; ++u) nx[u] = ld_nc_stream(wr + cn + u * stride);
                 }
 #pragma unroll
                 for (int u = 0; u < kUnroll; ++u) {
@@ -103,7 +88,7 @@ __global__ void __launch_bounds__(kThreads)
             }
             for (; c < nchunks; c += stride) {
                 float wf[8];
-                unpack8<T>(ld_stream(wr + c), wf);
+                unpack8<T>(ld_nc_stream(wr + c), wf);
 #pragma unroll
                 for (int t = 0; t < TT; ++t) {
                     float xf[8];
@@ -143,16 +128,23 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+// Warps per output row: split K until the grid holds about two blocks per SM (keeping at least
+// 64 chunks of 8 per warp).
+int gemv_ksplit(int64_t N, int64_t K, int num_sms) {
+    int ksplit = 1;
+    const int64_t chunks = K / 8;
+    while (ksplit < kWarps && (N * ksplit) / (kWarps) < 2 * num_sms && chunks >= 32 * 2 * ksplit)
+        ksplit *= 2;
+    return ksplit;
+}
+
 template <typename T, int TT>
 void launch_tt(const void* x, const void* w, const void* bias, void* out, int64_t T_, int64_t N,
                int64_t K, int num_sms, cudaStream_t st) {
     if constexpr (TT > 1) {
         if (T_ < TT) return launch_tt<T, TT - 1>(x, w, bias, out, T_, N, K, num_sms, st);
     }
-    int ksplit = 1;
-    const int64_t chunks = K / 8;
-    while (ksplit < kWarps && (N * ksplit) / (kWarps) < 2 * num_sms && chunks >= 32 * 2 * ksplit)
-        ksplit *= 2;
+    const int ksplit = gemv_ksplit(N, K, num_sms);
     const int rows_per_block = kWarps / ksplit;
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
     launch_pdl(gemv_kernel<T, TT>, dim3(grid), dim3(kThreads), 0, st, "gemv_kernel",
@@ -207,7 +199,7 @@ __global__ void __launch_bounds__(kThreads) gemv1_kernel(Gemv1Args a) {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const int c = lane + 32 * (j0 + u);
-            r[u] = c < nch ? ld_stream(wr + c) : make_uint4(0, 0, 0, 0);
+            r[u] = c < nch ? ld_nc_stream(wr + c) : make_uint4(0, 0, 0, 0);
         }
     };
     uint4 wv[kUnroll];
@@ -352,10 +344,7 @@ void launch_gemv1_d(int pro, int epi, DType res_dt, DType ln_dt, const Gemv1Args
 template <typename T>
 void launch_gated(const void* x, const void* w, const void* bias, void* out, int64_t N, int64_t K,
                   int num_sms, cudaStream_t st) {
-    int ksplit = 1;
-    const int64_t chunks = K / 8;
-    while (ksplit < kWarps && (N * ksplit) / (kWarps) < 2 * num_sms && chunks >= 32 * 2 * ksplit)
-        ksplit *= 2;
+    const int ksplit = gemv_ksplit(N, K, num_sms);
     const int rows_per_block = kWarps / ksplit;
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
     launch_pdl(gemv_kernel<T, 1, true>, dim3(grid), dim3(kThreads), 0, st, "gemv_gated_kernel",
