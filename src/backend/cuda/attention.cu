@@ -25,7 +25,6 @@ namespace {
 
 constexpr int kGMax = 8;         // q heads per split-K block
 constexpr int kSkWarps = 4;      // warps per split-K block
-constexpr int kMinPart = 64;     // fewest keys per partition
 constexpr int kMaxSplits = 128;  // most partitions per (token, kv head)
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -50,11 +49,22 @@ __device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, i
     return r;
 }
 
+// Fewest keys per decode partition: 64, or FARSIGHT_DECODE_MIN_PART (16..1024, a multiple of
+// 16) for measurements.
+int decode_min_partition() {
+    static const int v = [] {
+        const char* e = std::getenv("FARSIGHT_DECODE_MIN_PART");
+        const int n = e ? std::atoi(e) : 0;
+        return n >= 16 && n <= 1024 && n % 16 == 0 ? n : 64;
+    }();
+    return v;
+}
+
 // Keys per partition when n visible keys are cut into at most `splits` partitions.
-__device__ __forceinline__ int32_t split_part(int32_t n, int64_t splits) {
+__device__ __forceinline__ int32_t split_part(int32_t n, int64_t splits, int32_t min_part) {
     int32_t p = static_cast<int32_t>((n + splits - 1) / splits);
     p = (p + 15) / 16 * 16;
-    return p > kMinPart ? p : kMinPart;
+    return p > min_part ? p : min_part;
 }
 
 __device__ __forceinline__ size_t kv_row(const DevMeta& m, const SeqSlice& s, int32_t i, int64_t bs,
@@ -115,7 +125,7 @@ __global__ void __launch_bounds__(kSkWarps * 32)
     const int64_t split = blockIdx.x;
     const TokenRange tr = token_range(m, t, a.window);
     const SeqSlice& seq = m.seqs[tr.seq];
-    const int32_t partition = split_part(tr.hi - tr.lo, splits);
+    const int32_t partition = split_part(tr.hi - tr.lo, splits, a.min_part);
     const int32_t lo = tr.lo + static_cast<int32_t>(split) * partition;
     const int32_t hi = min(tr.hi, lo + partition);
 
@@ -285,7 +295,7 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     const int32_t t = m.decode_tokens[tok_idx];
     const TokenRange tr = token_range(m, t, a.window);
     const int32_t bt_off = m.seqs[tr.seq].block_table_offset;
-    const int32_t part = split_part(tr.hi - tr.lo, splits);
+    const int32_t part = split_part(tr.hi - tr.lo, splits, a.min_part);
     const int32_t used = (tr.hi - tr.lo + part - 1) / part;  // partitions with keys (>= 1)
     if (static_cast<int32_t>(blockIdx.x) >= used) return;
     const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
@@ -1030,7 +1040,8 @@ int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KV
     const int64_t slots =
         std::max<int64_t>(1, static_cast<int64_t>(decode_occupancy(dt, D, G)) * num_sms);
     int64_t cap = kMaxSplits;
-    if (max_ctx > 0) cap = std::min<int64_t>(cap, (max_ctx + kMinPart - 1) / kMinPart);
+    const int64_t min_part = decode_min_partition();
+    if (max_ctx > 0) cap = std::min<int64_t>(cap, (max_ctx + min_part - 1) / min_part);
     cap = std::max<int64_t>(cap, 1);
     // Blocks of one launch do equal work (a full-length context each; shorter ones exit
     // early): time ~ waves / splits. Take the fewest partitions within 5% of the best.
@@ -1050,10 +1061,12 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
     if (n_tokens == 0) return;
     FS_CHECK(n_tokens < 65536, "attention: too many decode tokens in one batch ({})", n_tokens);
     FS_CHECK(splits >= 1 && splits <= kMaxSplits, "attention: {} partitions", splits);
+    AttnLaunch al = a;
+    al.min_part = decode_min_partition();
     if (a.dt == DType::BF16)
-        launch_splitk_d<__nv_bfloat16>(a, m, n_tokens, splits, work, counters, st);
+        launch_splitk_d<__nv_bfloat16>(al, m, n_tokens, splits, work, counters, st);
     else
-        launch_splitk_d<__half>(a, m, n_tokens, splits, work, counters, st);
+        launch_splitk_d<__half>(al, m, n_tokens, splits, work, counters, st);
 }
 
 bool prefill_supported(int64_t D) {

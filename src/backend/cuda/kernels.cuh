@@ -93,6 +93,9 @@ struct AttnLaunch {
     // would read keys other blocks are still storing): apply rope to q and k as rope_kernel
     // does (qkv itself is left unrotated) and store the rotated k and v at slot_mapping
     int rope_store = 0;
+    // fewest keys per decode partition (set by launch_attention_splitk from
+    // decode_min_partition())
+    int min_part = 64;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
 // Each (token, kv head) runs `splits` blocks; the kernel cuts every token's visible keys into
