@@ -52,13 +52,14 @@ for s in $STEPS; do
       run profile_prefill 300 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
         --log-file "$OUT/ncu_prefill.csv" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \
         --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 ;;
+    benchlinear) run benchlinear 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no --gtest_filter='CudaBench.DecodeLinear:CudaBench.Roofline*:CudaBench.Attention' ;;
     ablate)  # what each op costs inside the real (graph + PDL) batch-1 decode step: skip it, time the step
       # (ABLATE_MODEL / ABLATE_BATCH / ABLATE_CTX: e.g. llama3-8b, 32, 1024 for the batch-32 step)
       for sk in ${ABLATE:-none norm rope kv attn silu rope,kv,attn,norm,silu linear}; do
         echo "== FARSIGHT_SKIP_OPS=$sk" >> "$OUT/ablate.log"
         env FARSIGHT_SKIP_OPS=$([ $sk = none ] || echo $sk) "$BIN/farsight" bench --device cuda --dummy ${ABLATE_MODEL:-llama2-7b} \
           --decode 64 --prefill-lens 16 --decode-ctx 128 --decode-batches ${ABLATE_BATCH:-1} --batch-ctx ${ABLATE_CTX:-128} \
-          --kv-tokens 40000 --bw-mb 256 2>&1 | grep -E "^device|decode batch" >> "$OUT/ablate.log"
+          --kv-tokens 60000 --bw-mb 256 2>&1 | grep -E "^device|decode batch|rror" >> "$OUT/ablate.log"
       done
       summary+=("ablate done") ;;
     ab)  # A/B of environment settings on batch-1 decode (llama2-7b, ctx 128 and 32K), each run twice:
@@ -107,7 +108,7 @@ for s in $STEPS; do
 done
 echo "==== summary"; printf '%s\n' "${summary[@]}"
 for f in "$OUT"/fixture_diff.log "$OUT"/tok_fixtures.log "$OUT"/tpl_fixtures.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -5 "$f"; }; done
-for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
+for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log "$OUT"/benchlinear.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
 [ -f "$OUT/serve8b.log" ] && { echo "== serve8b"; tail -25 "$OUT/serve8b.log"; }
 for f in "$OUT"/ab.log "$OUT"/ablate.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }; done
 for f in "$OUT"/bench_*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -v "loading weights" "$f" | tail -25; }; done

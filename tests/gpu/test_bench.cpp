@@ -72,7 +72,7 @@ TEST(CudaBench, DecodeLinear) {
         for (size_t i = 0; i < w.size(); ++i) w[i] = float((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
         Tensor tw = upload(b, w, s.N, s.K, dt);
         w = {};
-        for (int64_t T : {1, 4, 16}) {
+        for (int64_t T : {1, 4, 16, 32, 64}) {
             Tensor x = upload(b, randv(T * s.K, dt), T, s.K, dt);
             Tensor out = b.alloc(dt, T, s.N);
             double ms = time_ms(b, 20,

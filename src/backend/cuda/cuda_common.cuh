@@ -266,16 +266,6 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
-// Bulk prefetch of [p, p + bytes) into L2 (sm_90; 16-byte aligned address and size); no-op
-// on older targets.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
 inline unsigned ceil_div(size_t a, size_t b) {
     return static_cast<unsigned>((a + b - 1) / b);
 }

@@ -95,7 +95,7 @@ struct AttnLaunch {
     int rope_store = 0;
     // fewest keys per decode partition (set by launch_attention_splitk from
     // decode_min_partition())
-    int min_part = 64;
+    int min_part = 32;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
 // Each (token, kv head) runs `splits` blocks; the kernel cuts every token's visible keys into
@@ -104,7 +104,7 @@ struct AttnLaunch {
 // recording). `work` must hold splitk_workspace_bytes(...).
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits);
 // Partitions per (token, kv head) for the decode kernel: enough blocks to fill the device in
-// balanced waves (occupancy of the kernel that runs), no partition under 64 keys of max_ctx.
+// balanced waves (occupancy of the kernel that runs), no partition under decode_min_partition() (32) keys of max_ctx.
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms);
 // `counters`: splitk_counter_count(n_tokens, H) ints, all zero between launches (zero them
