@@ -89,6 +89,7 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
         int m = 0;
         for (int x : o.prefill_lens) m = std::max(m, x);
         for (int x : o.decode_ctxs) m = std::max(m, x + o.decode + 8);
+        if (!o.decode_batches.empty()) m = std::max(m, o.batch_ctx + o.decode + 8);
         lo.max_model_len = m;
     }
     Session s(lo);

@@ -3,7 +3,6 @@
 // per thread; x (a few KB) is served from L1/L2. When N is small, the warps of a block split K
 // between them and reduce through shared memory, so that the grid still fills the device.
 #include <algorithm>
-#include <cstdlib>
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
@@ -25,10 +24,9 @@ constexpr int kUnroll = 4;
 template <typename T, int TT, bool GATED = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                T* __restrict__ out, int N, int K, int ksplit, int pre) {
+                T* __restrict__ out, int N, int K, int ksplit) {
     constexpr int NR = GATED ? 2 : 1;  // weight rows per output
     __shared__ float red[NR][kWarps][TT];
-    extern __shared__ uint4 wpre[];  // [NR][pre][kThreads]: the first `pre` chunks per lane
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int rows_per_block = kWarps / ksplit;
     const int row = blockIdx.x * rows_per_block + warp / ksplit;
@@ -37,24 +35,7 @@ __global__ void __launch_bounds__(kThreads)
     const int stride = 32 * ksplit;
     const uint4* xr = reinterpret_cast<const uint4*>(x);
     const int c0 = part * 32 + lane;
-    // Chunks c0 + j * stride, j < pre, go to shared memory with cp.async before pdl_wait(): the
-    // weight stream keeps the DRAM busy while the kernels before this one (attention, norms)
-    // finish, without costing registers. The register pipeline starts at chunk cr.
-#pragma unroll
-    for (int r = 0; r < NR; ++r) {
-        const uint4* wr =
-            reinterpret_cast<const uint4*>(w + static_cast<size_t>(row < N ? row + r * N : 0) * K);
-        for (int j = 0; j < pre; ++j) {
-            const int c = c0 + j * stride;
-            const bool ok = row < N && c < nchunks;
-            cp_async16(static_cast<uint32_t>(
-                           __cvta_generic_to_shared(wpre + (r * pre + j) * kThreads + threadIdx.x)),
-                       wr + (ok ? c : 0), ok);
-        }
-    }
-    cp_async_commit();
-    const int cr = c0 + pre * stride;
-    const bool full0 = row < N && cr + (kUnroll - 1) * stride < nchunks;
+    const bool full0 = row < N && c0 + (kUnroll - 1) * stride < nchunks;
     uint4 wv[NR][kUnroll];
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
@@ -62,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
             reinterpret_cast<const uint4*>(w + static_cast<size_t>(row < N ? row + r * N : 0) * K);
         if (full0) {
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u) wv[r][u] = ld_nc_stream(wr + cr + u * stride);
+            for (int u = 0; u < kUnroll; ++u) wv[r][u] = ld_nc_stream(wr + c0 + u * stride);
         }
     }
     pdl_trigger();
@@ -72,25 +53,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int r = 0; r < NR; ++r)
 #pragma unroll
         for (int t = 0; t < TT; ++t) acc[r][t] = 0.0f;
-    cp_async_wait<0>();  // this thread's own chunks: no barrier needed
     if (row < N) {
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
-            for (int j = 0; j < pre; ++j) {  // the same chunk order as without the prefetch
-                const int c = c0 + j * stride;
-                if (c >= nchunks) break;
-                float wf[8];
-                unpack8<T>(wpre[(r * pre + j) * kThreads + threadIdx.x], wf);
-#pragma unroll
-                for (int t = 0; t < TT; ++t) {
-                    float xf[8];
-                    unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c), xf);
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(wf[i], xf[i], acc[r][t]);
-                }
-            }
             const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row + r * N) * K);
-            int c = cr;
+            int c = c0;
             bool full = full0;
             while (full) {
                 const int cn = c + kUnroll * stride;
@@ -161,32 +128,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// Bytes of weights per block prefetched into shared memory before pdl_wait(): 32 KB, or
-// FARSIGHT_GEMV_PREFETCH_KB (0..96) for measurements. Chunks per lane for NR weight rows.
-int gemv_prefetch_chunks(int nr) {
-    static const int kb = [] {
-        const char* e = std::getenv("FARSIGHT_GEMV_PREFETCH_KB");
-        const int v = e ? std::atoi(e) : 32;
-        return v < 0 ? 0 : v > 96 ? 96 : v;
-    }();
-    return kb * 1024 / (nr * kThreads * 16);
-}
-
-// Dynamic shared memory of a gemv_kernel launch; sets the kernel's attributes the first time
-// (`done`: a flag per instantiation, kept by the caller).
-template <typename Kern>
-size_t gemv_smem(Kern kern, int nr, int pre, bool& done) {
-    const size_t bytes = static_cast<size_t>(nr) * pre * kThreads * 16;
-    if (bytes > 0 && !done) {
-        done = true;
-        FS_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(bytes)));
-        FS_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     cudaSharedmemCarveoutMaxShared));
-    }
-    return bytes;
-}
-
 // Warps per output row: split K until the grid holds about two blocks per SM (keeping at least
 // 64 chunks of 8 per warp).
 int gemv_ksplit(int64_t N, int64_t K, int num_sms) {
@@ -206,12 +147,9 @@ void launch_tt(const void* x, const void* w, const void* bias, void* out, int64_
     const int ksplit = gemv_ksplit(N, K, num_sms);
     const int rows_per_block = kWarps / ksplit;
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
-    const int pre = gemv_prefetch_chunks(1);
-    static bool attr_done = false;  // per instantiation
-    const size_t smem = gemv_smem(gemv_kernel<T, TT>, 1, pre, attr_done);
-    launch_pdl(gemv_kernel<T, TT>, dim3(grid), dim3(kThreads), smem, st, "gemv_kernel",
+    launch_pdl(gemv_kernel<T, TT>, dim3(grid), dim3(kThreads), 0, st, "gemv_kernel",
                static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit, pre);
+               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit);
 }
 
 // ---- one-row GEMV with a fused prologue / epilogue (batch-1 decode) ----
@@ -409,12 +347,9 @@ void launch_gated(const void* x, const void* w, const void* bias, void* out, int
     const int ksplit = gemv_ksplit(N, K, num_sms);
     const int rows_per_block = kWarps / ksplit;
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
-    const int pre = gemv_prefetch_chunks(2);
-    static bool attr_done = false;  // per instantiation
-    const size_t smem = gemv_smem(gemv_kernel<T, 1, true>, 2, pre, attr_done);
-    launch_pdl(gemv_kernel<T, 1, true>, dim3(grid), dim3(kThreads), smem, st, "gemv_gated_kernel",
+    launch_pdl(gemv_kernel<T, 1, true>, dim3(grid), dim3(kThreads), 0, st, "gemv_gated_kernel",
                static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit, pre);
+               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit);
 }
 
 bool gemv_supported(int64_t T, int64_t N, int64_t K) {
