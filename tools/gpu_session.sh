@@ -5,7 +5,8 @@
 #   STEPS="tests memcheck bench7b" tools/gpu_session.sh
 # Other steps: bench7b_eager (FARSIGHT_CUDA_GRAPHS=0), bench8b (llama3-8b at 128K), bench8b_batch
 # (llama3-8b batch 32 vs 1), profile / profile_prefill (ncu per-kernel durations), serve8b, fixtures,
-# ablate (FARSIGHT_SKIP_OPS per op), ncu_attn / ncu_gqa (full ncu sections of one attention launch).
+# ablate (FARSIGHT_SKIP_OPS per op), ncu_attn / ncu_gqa (full ncu sections of one attention launch),
+# ws / ws_memcheck / bench7b_ws (the warp-specialized prefill, FARSIGHT_PREFILL=ws).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +37,16 @@ for s in $STEPS; do
     tests) run test_gpu 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
     memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
         "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*' ;;
+    # the warp-specialized prefill (attention_ws.cu): its probe, its reference tests, the
+    # attention bench (prints default / v2 / ws), memcheck of the same tests on short sequences,
+    # and the 7B bench with FARSIGHT_PREFILL=ws (hangs show up as rc=124)
+    ws) run test_ws 150 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no \
+        --gtest_filter='CudaWgmma.*:CudaAttentionWs.*:CudaBench.Attention' ;;
+    ws_memcheck) run memcheck_ws 200 env FARSIGHT_GPU_TEST_SMALL=1 FARSIGHT_PREFILL=ws compute-sanitizer --tool memcheck \
+        --error-exitcode 97 --leak-check no "$BIN/test_gpu" --gtest_color=no \
+        --gtest_filter='CudaWgmma.WsTmaProbe:CudaAttentionWs.*:Cases/CudaAttention.*' ;;
+    bench7b_ws) run bench_llama2-7b_ws 330 env FARSIGHT_PREFILL=ws "$BIN/farsight" bench --device cuda --dummy llama2-7b \
+        --decode 32 --kv-tokens 70000 --commit "$COMMIT" --json "$OUT/bench_llama2-7b_ws.json" ;;
     bench7b) run bench_llama2-7b 330 "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 32 --kv-tokens 70000 \
         --commit "$COMMIT" --json "$OUT/bench_llama2-7b.json" ;;
     # the same 7B bench without recorded decode steps (what CUDA graphs buy)
@@ -108,7 +119,7 @@ for s in $STEPS; do
 done
 echo "==== summary"; printf '%s\n' "${summary[@]}"
 for f in "$OUT"/fixture_diff.log "$OUT"/tok_fixtures.log "$OUT"/tpl_fixtures.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -5 "$f"; }; done
-for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log "$OUT"/benchlinear.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
+for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log "$OUT"/benchlinear.log "$OUT"/test_ws.log "$OUT"/memcheck_ws.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|^PROBE|^WS |FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
 [ -f "$OUT/serve8b.log" ] && { echo "== serve8b"; tail -25 "$OUT/serve8b.log"; }
 for f in "$OUT"/ab.log "$OUT"/ablate.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }; done
 for f in "$OUT"/bench_*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -v "loading weights" "$f" | tail -25; }; done

@@ -266,6 +266,87 @@ TEST(CudaAttentionV2, PrefillV2KernelMatchesReference) {
     unsetenv("FARSIGHT_PREFILL");
 }
 
+// The warp-specialized kernel (FARSIGHT_PREFILL=ws) on every case with a tiled prefill step
+// (some sequence of the step has >= 8 tokens, head_dim 64/128), against the same fp64 reference.
+// The ws kernel must actually run (launch counter) where it applies: on an sm_90a device, block
+// sizes 16/32/64/128; for the others (block size 24) the launcher falls back to the sm90 kernel.
+TEST(CudaAttentionWs, PrefillWsKernelMatchesReference) {
+    FS_REQUIRE_GPU();
+    gpu();  // device context
+    const bool sm90 = cuda::prefill_sm90_available();
+    setenv("FARSIGHT_PREFILL", "ws", 1);
+    for (const auto& c : cases()) {
+        bool tiled = false;
+        for (const auto& s : c.seqs) tiled = tiled || s.n_past >= 8 || s.q_len >= 8;
+        if (!tiled || (c.D != 64 && c.D != 128)) continue;
+        const int64_t before = cuda::prefill_ws_launches();
+        run_case(c);
+        const int64_t n = cuda::prefill_ws_launches() - before;
+        const bool bs_ok =
+            c.block_size == 16 || c.block_size == 32 || c.block_size == 64 || c.block_size == 128;
+        std::printf("WS %s: %lld ws launches\n", c.name.c_str(), static_cast<long long>(n));
+        if (sm90 && bs_ok)
+            EXPECT_GT(n, 0) << c.name << ": the ws kernel did not run";
+        else
+            EXPECT_EQ(n, 0) << c.name << ": the ws kernel ran where it does not apply";
+    }
+    unsetenv("FARSIGHT_PREFILL");
+}
+
+// The ws kernel's building blocks on one 128-key tile, against the CPU: TMA (128B swizzle) of
+// 8 KV blocks of 16 keys (kv head 1 of 2, D 128) gathered through a block table, Q stored by the
+// consumers' swizzled store, S = Q K^T (SS wgmma, both operands K-major, 128B swizzle) and
+// O = P V (RS wgmma, V MN-major) under the default V descriptor strides and the swapped ones.
+// S wrong: TMA / swizzle / K-major descriptor; only O wrong: the MN-major V descriptor.
+TEST(CudaWgmma, WsTmaProbe) {
+    FS_REQUIRE_GPU();
+    gpu();  // device context
+    if (!cuda::prefill_sm90_available())
+        GTEST_SKIP() << "no sm_90a code for this device (needs compute capability 9.0)";
+    const int64_t NB = 11, KVH = 2, D = 128, bs = 16, kvh = 1;
+    const std::vector<int32_t> blocks = {7, 2, 9, 0, 10, 4, 1, 5};
+    std::vector<float> kf = randv(NB * bs * KVH * D, DType::BF16, 1.0f),
+                       vf = randv(NB * bs * KVH * D, DType::BF16, 1.0f),
+                       qf = randv(64 * 128, DType::BF16, 1.0f),
+                       pf = randv(64 * 128, DType::BF16, 1.0f);
+    auto bits = [](const std::vector<float>& f) {
+        std::vector<uint16_t> b(f.size());
+        for (size_t i = 0; i < f.size(); ++i) b[i] = f32_to_bf16(f[i]);
+        return b;
+    };
+    const std::vector<uint16_t> kb = bits(kf), vb = bits(vf), qb = bits(qf), pb = bits(pf);
+    auto row = [&](int n) {  // element offset of key n's row (kv head kvh) in a pool
+        return ((size_t(blocks[n / bs]) * bs + n % bs) * KVH + kvh) * D;
+    };
+    std::vector<double> sref(64 * 128, 0.0), oref(64 * 128, 0.0);
+    for (int r = 0; r < 64; ++r)
+        for (int n = 0; n < 128; ++n) {
+            for (int d = 0; d < D; ++d)
+                sref[r * 128 + n] += double(qf[r * 128 + d]) * kf[row(n) + d];
+            for (int d = 0; d < D; ++d)
+                oref[r * 128 + d] += double(pf[r * 128 + n]) * vf[row(n) + d];
+        }
+    bool s_ok = true, o_ok[2] = {false, false};
+    for (int sw = 0; sw < 2; ++sw) {
+        std::vector<float> s(64 * 128, std::numeric_limits<float>::quiet_NaN()), o = s;
+        ASSERT_TRUE(cuda::ws_tma_probe(sw == 1, kb.data(), vb.data(), NB, blocks.data(), qb.data(),
+                                       pb.data(), s.data(), o.data()));
+        const double es = rel_l2(s, sref), eo = rel_l2(o, oref);
+        s_ok = s_ok && es < 1e-4;
+        o_ok[sw] = eo < 1e-4;
+        std::printf("PROBE ws_tma swap_v=%d S %s (rel err %.3g) O %s (rel err %.3g)\n", sw,
+                    es < 1e-4 ? "ok" : "bad", es, o_ok[sw] ? "ok" : "bad", eo);
+    }
+    EXPECT_TRUE(s_ok) << "S = Q K^T wrong: TMA box / 128B swizzle / K-major descriptor";
+    EXPECT_TRUE(o_ok[0] || o_ok[1]) << "O = P V wrong under both V descriptor conventions";
+    const char* ev = std::getenv("FARSIGHT_WS_SWAP_V");
+    const bool swapped = ev && ev[0] == '1';
+    if (!o_ok[0] && o_ok[1] && !swapped)
+        ADD_FAILURE() << "the default V descriptor (LBO = 16 KB, SBO = 1 KB) is wrong and the "
+                      << "swapped one is right: run with FARSIGHT_WS_SWAP_V=1 (and swap ws_desc)";
+    if (o_ok[0] && swapped) ADD_FAILURE() << "FARSIGHT_WS_SWAP_V=1 selects the wrong V descriptor";
+}
+
 // One wgmma m64n64k16 (A from registers, B from shared memory) with B K-major (the K tile of
 // the sm90 prefill) and MN-major (the V tile, imm-trans-b = 1), under both LBO/SBO descriptor
 // conventions, against a CPU product. Prints which convention is right; fails if neither is,

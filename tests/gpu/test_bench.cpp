@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "backend/cuda/kernels.cuh"
 #include "engine/session.h"
 #include "gpu_test_util.h"
 
@@ -152,14 +153,18 @@ TEST(CudaBench, Attention) {
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);
         // prefill of the same batch (16 x 4096 tokens, causal): the default kernel (sm90 wgmma
-        // on Hopper), then prefill2 (FARSIGHT_PREFILL=v2)
+        // on Hopper), then prefill2 (FARSIGHT_PREFILL=v2), then the warp-specialized sm90
+        // kernel (FARSIGHT_PREFILL=ws; the sm90 kernel where it does not apply)
         b.begin_forward(fill);
-        for (const char* v : {"", "v2"}) {
+        for (const char* v : {"", "v2", "ws"}) {
             setenv("FARSIGHT_PREFILL", v, 1);
+            const int64_t ws0 = cuda::prefill_ws_launches();
             double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
             double flops = 4.0 * S * (double(ctx) * ctx / 2) * D * H;
             std::printf("BENCH prefill_attention%s%s 16x4096 H32/KV8/D128 %.2f ms %.0f TFLOP/s\n",
                         v[0] ? "_" : "", v, pms, flops / (pms * 1e-3) / 1e12);
+            if (v[0] == 'w' && cuda::prefill_ws_launches() == ws0)
+                std::printf("  (prefill_attention_ws: the ws kernel did not run, sm90 timed)\n");
         }
         unsetenv("FARSIGHT_PREFILL");
     }

@@ -1075,26 +1075,36 @@ bool prefill_supported(int64_t D) {
 }
 
 namespace {
-// FARSIGHT_PREFILL=v2: the mma.sync kernel (prefill2_kernel) instead of the sm90 one
-bool prefill_env_v2() {
+// FARSIGHT_PREFILL=v2: the mma.sync kernel (prefill2_kernel) instead of the sm90 one;
+// FARSIGHT_PREFILL=ws: the warp-specialized sm90 kernel (attention_ws.cu) where it is supported,
+// else the sm90 one
+enum class PrefillEnv { Default, V2, Ws };
+PrefillEnv prefill_env() {
     const char* pe = std::getenv("FARSIGHT_PREFILL");
-    return pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0';
+    if (pe && pe[0] == 'v' && pe[1] == '2' && pe[2] == '\0') return PrefillEnv::V2;
+    if (pe && pe[0] == 'w' && pe[1] == 's' && pe[2] == '\0') return PrefillEnv::Ws;
+    return PrefillEnv::Default;
 }
-bool prefill_takes_sm90(int64_t D, bool v2) {
-    return !v2 && (D == 64 || D == 128) && prefill_sm90_available();
+// the sm90 kernel, or the ws kernel in its place (both take tiles of 128 rows)
+bool prefill_takes_sm90(int64_t D, PrefillEnv env) {
+    return env != PrefillEnv::V2 && (D == 64 || D == 128) && prefill_sm90_available();
 }
 }  // namespace
 
 int prefill_tile_rows(int64_t D, DType /*dt: the sm90 kernel has bf16 and f16*/) {
-    return prefill_takes_sm90(D, prefill_env_v2()) ? 2 * kPrefillTileQ : kPrefillTileQ;
+    return prefill_takes_sm90(D, prefill_env()) ? 2 * kPrefillTileQ : kPrefillTileQ;
 }
 
 void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     if (m.num_prefill_tiles == 0) return;
     FS_CHECK(m.prefill_tile_q > 0 && m.prefill_tile_q % kPrefillTileQ == 0,
              "attention prefill: {} rows per tile", m.prefill_tile_q);
-    if (prefill_takes_sm90(a.D, prefill_env_v2())) {
-        launch_attention_prefill_sm90(a, m, st);
+    const PrefillEnv env = prefill_env();
+    if (prefill_takes_sm90(a.D, env)) {
+        if (env == PrefillEnv::Ws && prefill_ws_supported(a, m))
+            launch_attention_prefill_ws(a, m, st);
+        else
+            launch_attention_prefill_sm90(a, m, st);
         return;
     }
     FS_CHECK(a.D == 64 || a.D == 128, "attention prefill: head_dim {} unsupported", a.D);

@@ -66,6 +66,7 @@
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
+#include "backend/cuda/wgmma.cuh"
 
 namespace farsight::cuda {
 namespace {
@@ -95,111 +96,8 @@ bool env_on(const char* name) {
 }
 
 // ---------------------------------------------------------------- device helpers
-// All of them only in the sm_90a pass (the sm_90 / compute_80 passes compile empty kernels and
-// would warn about unreferenced functions).
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ uint64_t wg_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo) {
-    // swizzle bits 62-63 = 0 (no swizzle), base offset 0
-    return static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4) |
-           (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
-           (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32);
-}
-
-__device__ __forceinline__ void wg_fence() {
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_commit() {
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_wait0() {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-// Keeps the compiler from moving accesses of wgmma operand registers across the volatile
-// fence / wait instructions (the asm "reads and writes" the register at this point).
-template <int N>
-__device__ __forceinline__ void reg_fence(float (&r)[N]) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void reg_fence(uint32_t (&r)[N]) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
-}
-// 2^x, one MUFU.EX2 (exp2f adds a range check and two multiplies for denormal results, which
-// softmax does not need: ftz flushes them to 0; 2^-inf = 0)
-__device__ __forceinline__ float ex2_ftz(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ void fence_proxy_async() {
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
-
-template <typename T>
-struct Pack;
-template <>
-struct Pack<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t*>(&v);
-    }
-};
-template <>
-struct Pack<__half> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 v = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t*>(&v);
-    }
-};
-
-// d (64 x N, f32) = A (64 x 16, registers) * B (16 x N, smem descriptor) + (scale_d ? d : 0).
-// TRANS = imm-trans-b: 0 = B K-major, 1 = B MN-major.
-#define FS_F8(d, i)                                                                             \
-    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-        "+f"(d[i + 6]), "+f"(d[i + 7])
-#define FS_F32(d) FS_F8(d, 0), FS_F8(d, 8), FS_F8(d, 16), FS_F8(d, 24)
-#define FS_F64(d) FS_F32(d), FS_F8(d, 32), FS_F8(d, 40), FS_F8(d, 48), FS_F8(d, 56)
-
-#define FS_WG_N64(TY)                                                                          \
-    asm volatile(                                                                              \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                           \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY                                \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
-        "%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"     \
-        : FS_F32(d)                                                                            \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TRANS))
-
-#define FS_WG_N128(TY)                                                                         \
-    asm volatile(                                                                              \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                           \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY                               \
-        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
-        "%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43," \
-        "%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63},"    \
-        " {%64,%65,%66,%67}, %68, p, 1, 1, %70;\n}\n"                                          \
-        : FS_F64(d)                                                                            \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TRANS))
-
-template <typename T, int N, int TRANS>
-__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc,
-                                         int scale_d) {
-    static_assert(N == 64 || N == 128, "wgmma_rs: N is 64 or 128");
-    if constexpr (N == 64) {
-        if constexpr (std::is_same_v<T, __nv_bfloat16>)
-            FS_WG_N64("bf16");
-        else
-            FS_WG_N64("f16");
-    } else {
-        if constexpr (std::is_same_v<T, __nv_bfloat16>)
-            FS_WG_N128("bf16");
-        else
-            FS_WG_N128("f16");
-    }
-}
-#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+// wg_desc, wg_fence / wg_commit / wg_wait0, reg_fence, ex2_ftz, fence_proxy_async, Pack and
+// wgmma_rs: backend/cuda/wgmma.cuh.
 
 // ---------------------------------------------------------------- the prefill kernel
 template <int D>

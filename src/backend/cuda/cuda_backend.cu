@@ -1093,6 +1093,7 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
     AttnLaunch a{act_,       qkv.data,     qkv.cols, kbase,   vbase,    p.num_heads, p.num_kv_heads,
                  p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
     a.rope_store = rope_in_decode ? 1 : 0;
+    a.pool_slots = (L.num_blocks + 1) * L.block_size;
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
     if (dm_.num_decode_tokens > 0) {
         // Recorded steps must not depend on context lengths: the split count then depends only

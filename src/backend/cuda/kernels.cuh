@@ -96,6 +96,9 @@ struct AttnLaunch {
     // fewest keys per decode partition (set by launch_attention_splitk from
     // decode_min_partition())
     int min_part = 32;
+    // slots per pool ((num_blocks + 1) * block_size: the TMA tensor maps of the ws prefill
+    // kernel need the extent); 0 = unknown (the ws kernel is then not used)
+    int64_t pool_slots = 0;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
 // Each (token, kv head) runs `splits` blocks; the kernel cuts every token's visible keys into
@@ -115,7 +118,8 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 // Tiled tensor-core prefill over m.prefill_tiles (m.prefill_tile_q query rows of one sequence).
 bool prefill_supported(int64_t D);
 // Query rows per prefill tile for head_dim D: 128 when launch_attention_prefill takes the sm90
-// kernel (two consumer warpgroups of 64 rows sharing each K/V tile), else kPrefillTileQ (64).
+// or the ws kernel (two consumer warpgroups of 64 rows sharing each K/V tile), else
+// kPrefillTileQ (64).
 // Reads FARSIGHT_PREFILL like the launcher; the launcher copes with any
 // multiple of 64 anyway (an env change between begin_forward and the launch stays correct).
 int prefill_tile_rows(int64_t D, DType dt);
@@ -126,6 +130,21 @@ void launch_attention_prefill(const AttnLaunch& a, const DevMeta& m, cudaStream_
 // swap the LBO/SBO descriptor convention of the K / V operand (see attention_sm90.cu).
 bool prefill_sm90_available();
 void launch_attention_prefill_sm90(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
+// Warp-specialized Hopper prefill (attention_ws.cu, FARSIGHT_PREFILL=ws): TMA producer warp
+// group + two consumer warpgroups with mbarrier pipelines, FA3-style overlap. Supported: the
+// conditions of prefill_sm90_available(), head_dim 64/128, block size 16/32/64/128,
+// m.prefill_tile_q == 128 and a.pool_slots > 0 (launch_attention_prefill falls back to the sm90
+// kernel otherwise). prefill_ws_launches() counts the launches (tests check the kernel ran).
+bool prefill_ws_supported(const AttnLaunch& a, const DevMeta& m);
+void launch_attention_prefill_ws(const AttnLaunch& a, const DevMeta& m, cudaStream_t st);
+int64_t prefill_ws_launches();
+// Test hook: one 128-key tile through the ws kernel's building blocks. Pools [num_blocks][16]
+// [2][128] (bf16 bits, kv head 1 used), blocks[8] the tile's block table, q [64][128], p [64][128]
+// (bf16 bits); s_out [64][128] = q K^T, o_out [64][128] = p V (keys = the 8 blocks' 128 rows).
+// swap_v swaps the V descriptor's LBO/SBO. False (nothing run) without the sm90a path.
+bool ws_tma_probe(bool swap_v, const uint16_t* k_pool, const uint16_t* v_pool, int64_t num_blocks,
+                  const int32_t* blocks, const uint16_t* q, const uint16_t* p, float* s_out,
+                  float* o_out);
 // Test hook: one wgmma m64n64k16 (bf16 bits, fp32 out) d[64][64] = a[64][16] * b[16][64], with
 // b in shared memory K-major (mn_major false) or MN-major, under the default descriptor
 // convention or the swapped one. False (nothing run) when the sm90 path is unavailable.
