@@ -36,7 +36,7 @@ for s in $STEPS; do
   case $s in
     tests) run test_gpu 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
     memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
-        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*' ;;
+        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*:CudaWgmma.WsTmaProbe' ;;
     # the warp-specialized prefill (attention_ws.cu): its probe, its reference tests, the
     # attention bench (prints default / v2 / ws), memcheck of the same tests on short sequences,
     # and the 7B bench with FARSIGHT_PREFILL=ws (hangs show up as rc=124)

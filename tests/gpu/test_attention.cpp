@@ -266,7 +266,22 @@ TEST(CudaAttentionV2, PrefillV2KernelMatchesReference) {
     unsetenv("FARSIGHT_PREFILL");
 }
 
-// The warp-specialized kernel (FARSIGHT_PREFILL=ws) on every case with a tiled prefill step
+// The sm90 kernel the ws kernel replaced (FARSIGHT_PREFILL=sm90; still the fallback for block
+// sizes the ws kernel does not take) on every case with a tiled prefill step.
+TEST(CudaAttentionSm90, PrefillSm90KernelMatchesReference) {
+    FS_REQUIRE_GPU();
+    setenv("FARSIGHT_PREFILL", "sm90", 1);
+    const int64_t before = cuda::prefill_ws_launches();
+    for (const auto& c : cases()) {
+        bool tiled = false;
+        for (const auto& s : c.seqs) tiled = tiled || s.n_past >= 8 || s.q_len >= 8;
+        if (tiled) run_case(c);
+    }
+    EXPECT_EQ(cuda::prefill_ws_launches(), before) << "FARSIGHT_PREFILL=sm90 ran the ws kernel";
+    unsetenv("FARSIGHT_PREFILL");
+}
+
+// The warp-specialized kernel (the default; FARSIGHT_PREFILL=ws) on every case with a tiled prefill step
 // (some sequence of the step has >= 8 tokens, head_dim 64/128), against the same fp64 reference.
 // The ws kernel must actually run (launch counter) where it applies: on an sm_90a device, block
 // sizes 16/32/64/128; for the others (block size 24) the launcher falls back to the sm90 kernel.

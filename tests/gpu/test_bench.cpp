@@ -152,11 +152,11 @@ TEST(CudaBench, Attention) {
         double bytes = double(S) * ctx * KVH * D * 2 * 2;
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);
-        // prefill of the same batch (16 x 4096 tokens, causal): the default kernel (sm90 wgmma
-        // on Hopper), then prefill2 (FARSIGHT_PREFILL=v2), then the warp-specialized sm90
-        // kernel (FARSIGHT_PREFILL=ws; the sm90 kernel where it does not apply)
+        // prefill of the same batch (16 x 4096 tokens, causal): the default kernel (the
+        // warp-specialized one on Hopper), then the sm90 kernel it replaced
+        // (FARSIGHT_PREFILL=sm90), then prefill2 (FARSIGHT_PREFILL=v2)
         b.begin_forward(fill);
-        for (const char* v : {"", "v2", "ws"}) {
+        for (const char* v : {"ws", "sm90", "v2"}) {
             setenv("FARSIGHT_PREFILL", v, 1);
             const int64_t ws0 = cuda::prefill_ws_launches();
             double pms = time_ms(b, 3, [&] { b.attention(0, q, p, out); });
