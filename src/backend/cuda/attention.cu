@@ -297,11 +297,16 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     const int32_t t = m.decode_tokens[tok_idx];
     const TokenRange tr = token_range(m, t, a.window);
     const int32_t bt_off = m.seqs[tr.seq].block_table_offset;
-    const int32_t part = split_part(tr.hi - tr.lo, splits, a.min_part);
-    const int32_t used = (tr.hi - tr.lo + part - 1) / part;  // partitions with keys (>= 1)
+    const int32_t n_keys = tr.hi - tr.lo;
+    const int32_t part = split_part(n_keys, splits, a.min_part);
+    // With the rope/store fold-in the query's own key comes from registers, not memory: the
+    // last partition takes it on top of its `part` loaded keys (at context 128: 4 partitions
+    // of 32 loaded keys, not a fifth for the one new key).
+    const int32_t n_loaded = a.rope_store != 0 && n_keys > 1 ? n_keys - 1 : n_keys;
+    const int32_t used = (n_loaded + part - 1) / part;  // partitions with keys (>= 1)
     if (static_cast<int32_t>(blockIdx.x) >= used) return;
     const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
-    const int32_t hi = min(tr.hi, lo + part);
+    const int32_t hi = static_cast<int32_t>(blockIdx.x) == used - 1 ? tr.hi : min(tr.hi, lo + part);
     const int32_t bs = static_cast<int32_t>(a.block_size);
     const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
 
