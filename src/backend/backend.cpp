@@ -19,13 +19,6 @@ void Backend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias, 
     silu_mul(gate_up, out);
 }
 
-// The unfused sequence: the product, then residual += product and the norm.
-void Backend::linear_add_rmsnorm(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out,
-                                 Tensor& residual, const Tensor& ln, float eps, Tensor& normed) {
-    linear(x, W, bias, out);
-    add_rmsnorm(residual, out, ln, eps, normed);
-}
-
 void Backend::norm_linear(const Tensor&, const Tensor&, float, const Tensor&, const Tensor*,
                           Tensor&) {
     fail("backend {}: norm_linear is not implemented (fused_decode() is false)", name());

@@ -180,13 +180,6 @@ public:
     // row); its contents are unspecified afterwards.
     virtual void linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias,
                              Tensor& gate_up, Tensor& out);
-    // linear(x, W, bias, out) then add_rmsnorm(residual, out, ln, eps, normed): what the model
-    // calls after the attention and the MLP output projections. A backend may fuse the residual
-    // add and the norm into the product (the CUDA backend does for one row); `out` holds the
-    // product afterwards either way.
-    virtual void linear_add_rmsnorm(const Tensor& x, const Tensor& W, const Tensor* bias,
-                                    Tensor& out, Tensor& residual, const Tensor& ln, float eps,
-                                    Tensor& normed);
     // ---- fused one-row decode ops (optional; the CPU backend has none) ----
     // Whether a step of `rows` rows whose matrices have at most `max_k` columns may run each
     // layer as norm_linear, rope_attention, linear_residual, norm_linear,

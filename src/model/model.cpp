@@ -236,7 +236,8 @@ void Model::forward(const BatchMeta& meta, float* logits) {
         be_.embedding(embed_, x);
         for (size_t li = 0; li < layers_.size(); ++li) {
             const Layer& L = layers_[li];
-            if (li == 0) be_.rmsnorm(x, L.ln1, eps, h);  // later layers: normed by the down projection
+            if (li == 0) be_.rmsnorm(x, L.ln1, eps, h);
+            else be_.add_rmsnorm(x, down, L.ln1, eps, h);  // residual += mlp output
             if (fused_) {
                 be_.linear(h, L.qkv, bias(L.bqkv), qkv);
             } else {
@@ -245,7 +246,8 @@ void Model::forward(const BatchMeta& meta, float* logits) {
                 be_.linear(h, L.v, bias(L.bv), qkv, Q + KV);
             }
             be_.rope_attention(static_cast<int64_t>(li), qkv, attn_[li], attn);
-            be_.linear_add_rmsnorm(attn, L.o, bias(L.bo), o, x, L.ln2, eps, h);  // residual += attention output
+            be_.linear(attn, L.o, bias(L.bo), o);
+            be_.add_rmsnorm(x, o, L.ln2, eps, h);  // residual += attention output
             if (fused_) {
                 be_.linear_silu(h, L.gate_up, bias(L.bgate_up), gu, act);
             } else {
@@ -253,10 +255,9 @@ void Model::forward(const BatchMeta& meta, float* logits) {
                 be_.linear(h, L.up, bias(L.bup), gu, I);
                 be_.silu_mul(gu, act);
             }
-            // residual += mlp output, normed for the next layer (the final norm after the last)
-            const Tensor& next_ln = li + 1 < layers_.size() ? layers_[li + 1].ln1 : norm_;
-            be_.linear_add_rmsnorm(act, L.down, bias(L.bdown), down, x, next_ln, eps, h);
+            be_.linear(act, L.down, bias(L.bdown), down);
         }
+        be_.add_rmsnorm(x, down, norm_, eps, h);
         if (Rp > 0) {
             Tensor last = last_.rows_view(0, Rp);
             be_.gather_logit_rows(h, last);

@@ -253,8 +253,6 @@ class CudaBackend final : public Backend {
         gated_gemv_ = !(gg && gg[0] == '0');
         const char* dr = std::getenv("FARSIGHT_DECODE_ROPE");
         rope_in_decode_ = !(dr && dr[0] == '0');
-        const char* gn = std::getenv("FARSIGHT_GEMV_NORM");
-        gemv_norm_ = !(gn && gn[0] == '0');
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
@@ -385,9 +383,6 @@ class CudaBackend final : public Backend {
     // One row: a GEMV that streams the gate and up rows of each output and writes silu * up.
     void linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& gate_up,
                      Tensor& out) override;
-    // One row: the GEMV's last block adds the product to the residual and runs the norm.
-    void linear_add_rmsnorm(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out,
-                            Tensor& residual, const Tensor& ln, float eps, Tensor& normed) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     bool fused_decode(int64_t rows, int64_t max_k) const override {
         return fused_enabled_ && rows == 1 && max_k > 0 && max_k % 8 == 0 && gemv1_supported(1, max_k);
@@ -530,8 +525,6 @@ class CudaBackend final : public Backend {
     bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
     bool gated_gemv_ = true;          // FARSIGHT_GATED_GEMV=0: one-row linear_silu unfused
     bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
-    bool gemv_norm_ = true;           // FARSIGHT_GEMV_NORM=0: one-row linear_add_rmsnorm unfused
-    DeviceBuffer norm_cnt_;           // the norm-epilogue GEMV's arrival counter: zero between launches
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
 
@@ -1157,34 +1150,6 @@ void CudaBackend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bi
     if (!one_row) return Backend::linear_silu(x, W, bias, gate_up, out);
     launch_gemv_silu(act_, x.data, W.data, b ? b->data : nullptr, out.data, I, K,
                      props_.multiProcessorCount, stream_->get());
-}
-
-void CudaBackend::linear_add_rmsnorm(const Tensor& x, const Tensor& W, const Tensor* bias,
-                                     Tensor& out, Tensor& residual, const Tensor& ln, float eps,
-                                     Tensor& normed) {
-    const Tensor* b = (bias && !bias->empty()) ? bias : nullptr;
-    const int64_t N = W.rows, K = x.cols;
-    const bool one_row =
-        x.rows == 1 && gemv_mode_ != 0 && gemv_norm_ && x.dtype == act_ && W.dtype == act_ &&
-        W.cols == K && out.dtype == act_ && out.rows == 1 && out.cols == N &&
-        residual.dtype == DType::F32 && residual.rows == 1 && residual.cols == N &&
-        ln.dtype == act_ && ln.numel() == N && normed.dtype == act_ && normed.rows == 1 &&
-        normed.cols == N && (!b || (b->dtype == act_ && b->numel() == N)) &&
-        gemv_norm_supported(N, K) && alignment_of(x.data) >= 16 && alignment_of(W.data) >= 16 &&
-        alignment_of(out.data) >= 16 && alignment_of(residual.data) >= 16 &&
-        alignment_of(ln.data) >= 16 && alignment_of(normed.data) >= 16 &&
-        !skip(kSkipLinear | kSkipNorm);
-    if (!one_row) return Backend::linear_add_rmsnorm(x, W, bias, out, residual, ln, eps, normed);
-    cudaStream_t st = stream_->get();
-    if (norm_cnt_.size() < sizeof(int)) {
-        FS_CHECK(!capturing_, "linear_add_rmsnorm: first use while recording a step");
-        norm_cnt_.ensure(sizeof(int));
-        // on the backend's stream (ordered before the kernels that count in it)
-        FS_CUDA(cudaMemsetAsync(norm_cnt_.get(), 0, norm_cnt_.size(), st));
-    }
-    launch_gemv_add_rmsnorm(act_, x.data, W.data, b ? b->data : nullptr, out.data, N, K,
-                            static_cast<float*>(residual.data), ln.data, eps, normed.data,
-                            norm_cnt_.as<int>(), props_.multiProcessorCount, st);
 }
 
 void CudaBackend::gemv1(Gemv1Op op, const Tensor& x, const Tensor* ln, float eps, const Tensor& W,

@@ -21,23 +21,10 @@ constexpr int kUnroll = 4;
 // kernel before it (which produces x) finishes.
 // GATED (a [2N, K] gate_up weight, one row of x): output n = silu(T(x . w[n])) * T(x . w[N + n])
 // with silu_mul_kernel's roundings; each warp streams the gate row, then the up row.
-// NORM epilogue (one row, not GATED): after its outputs are stored, every block counts itself in
-// `nrm.cnt`; the last block to arrive (it resets the counter) runs add_rmsnorm on the whole row:
-// residual += out, normed = ln * T(residual * inv), rmsnorm_vec_kernel's arithmetic per element
-// (the sum of squares adds in another order). Saves the norm kernel's launch between two GEMVs.
-struct GemvNorm {
-    float* residual = nullptr;  // [N] f32
-    const void* ln = nullptr;   // [N] of T
-    void* normed = nullptr;     // [N] of T
-    int* cnt = nullptr;         // zero between launches
-    float eps = 0.0f;
-};
-constexpr int kNormMaxChunks = 4;  // 8-element chunks per thread: N <= 8 * 256 * 4 = 8192
-
-template <typename T, int TT, bool GATED = false, bool NORM = false>
+template <typename T, int TT, bool GATED = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                T* __restrict__ out, int N, int K, int ksplit, GemvNorm nrm) {
+                T* __restrict__ out, int N, int K, int ksplit) {
     constexpr int NR = GATED ? 2 : 1;  // weight rows per output
     __shared__ float red[NR][kWarps][TT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -139,60 +126,6 @@ __global__ void __launch_bounds__(kThreads)
             out[static_cast<size_t>(t) * N + n] = from_f<T>(s);
         }
     }
-    if constexpr (NORM) {
-        static_assert(TT == 1 && !GATED, "gemv_kernel: the norm epilogue is for one plain row");
-        __shared__ bool last;
-        __threadfence();  // this block's outputs, visible device-wide before it is counted
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            last = atomicAdd(nrm.cnt, 1) == static_cast<int>(gridDim.x) - 1;
-            if (last) *nrm.cnt = 0;  // every block has arrived: ready for the next launch
-        }
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
-        const int nvec = N / 8;
-        float v[kNormMaxChunks][8];
-        float ss = 0.0f;
-#pragma unroll
-        for (int k = 0; k < kNormMaxChunks; ++k) {
-            const int c = threadIdx.x + k * kThreads;
-            if (c >= nvec) break;
-            float o8[8];
-            unpack8<T>(__ldcg(reinterpret_cast<const uint4*>(out) + c), o8);
-            const float4* rp = reinterpret_cast<const float4*>(nrm.residual) + 2 * c;
-            const float4 r0 = __ldcg(rp), r1 = __ldcg(rp + 1);
-            const float rr[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                v[k][e] = rr[e] + o8[e];
-                ss += v[k][e] * v[k][e];
-            }
-            float4* wp = reinterpret_cast<float4*>(nrm.residual) + 2 * c;
-            wp[0] = make_float4(v[k][0], v[k][1], v[k][2], v[k][3]);
-            wp[1] = make_float4(v[k][4], v[k][5], v[k][6], v[k][7]);
-        }
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        __shared__ float nred[kWarps];
-        if (lane == 0) nred[warp] = ss;
-        __syncthreads();
-        float total = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kWarps; ++i) total += nred[i];
-        const float inv = rsqrtf(total / static_cast<float>(N) + nrm.eps);
-#pragma unroll
-        for (int k = 0; k < kNormMaxChunks; ++k) {
-            const int c = threadIdx.x + k * kThreads;
-            if (c >= nvec) break;
-            float w8[8];
-            unpack8<T>(reinterpret_cast<const uint4*>(nrm.ln)[c], w8);
-            uint4 ov;
-            T* oe = reinterpret_cast<T*>(&ov);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) oe[e] = from_f<T>(w8[e] * round_to<T>(v[k][e] * inv));
-            reinterpret_cast<uint4*>(nrm.normed)[c] = ov;
-        }
-    }
 }
 
 // Warps per output row: split K until the grid holds about two blocks per SM (keeping at least
@@ -216,7 +149,7 @@ void launch_tt(const void* x, const void* w, const void* bias, void* out, int64_
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
     launch_pdl(gemv_kernel<T, TT>, dim3(grid), dim3(kThreads), 0, st, "gemv_kernel",
                static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit, GemvNorm{});
+               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit);
 }
 
 // ---- one-row GEMV with a fused prologue / epilogue (batch-1 decode) ----
@@ -416,7 +349,7 @@ void launch_gated(const void* x, const void* w, const void* bias, void* out, int
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
     launch_pdl(gemv_kernel<T, 1, true>, dim3(grid), dim3(kThreads), 0, st, "gemv_gated_kernel",
                static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit, GemvNorm{});
+               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit);
 }
 
 bool gemv_supported(int64_t T, int64_t N, int64_t K) {
@@ -432,34 +365,6 @@ void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void*
         launch_tt<__half, 16>(x, w, bias, out, T, N, K, num_sms, st);
     else
         fail("gemv: dtype {} not supported", dtype_name(dt));
-}
-
-bool gemv_norm_supported(int64_t N, int64_t K) {
-    return gemv_supported(1, N, K) && N % 8 == 0 && N <= 8 * kThreads * kNormMaxChunks;
-}
-
-void launch_gemv_add_rmsnorm(DType dt, const void* x, const void* w, const void* bias, void* out,
-                             int64_t N, int64_t K, float* residual, const void* ln, float eps,
-                             void* normed, int* cnt, int num_sms, cudaStream_t st) {
-    FS_CHECK(gemv_norm_supported(N, K), "gemv_add_rmsnorm: unsupported shape N={} K={}", N, K);
-    const int ksplit = gemv_ksplit(N, K, num_sms);
-    const int rows_per_block = kWarps / ksplit;
-    const unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
-    const GemvNorm nrm{residual, ln, normed, cnt, eps};
-    const int n = static_cast<int>(N), k = static_cast<int>(K);
-    if (dt == DType::BF16) {
-        using T = __nv_bfloat16;
-        launch_pdl(gemv_kernel<T, 1, false, true>, dim3(grid), dim3(kThreads), 0, st,
-                   "gemv_norm_kernel", static_cast<const T*>(x), static_cast<const T*>(w),
-                   static_cast<const T*>(bias), static_cast<T*>(out), n, k, ksplit, nrm);
-    } else if (dt == DType::F16) {
-        using T = __half;
-        launch_pdl(gemv_kernel<T, 1, false, true>, dim3(grid), dim3(kThreads), 0, st,
-                   "gemv_norm_kernel", static_cast<const T*>(x), static_cast<const T*>(w),
-                   static_cast<const T*>(bias), static_cast<T*>(out), n, k, ksplit, nrm);
-    } else {
-        fail("gemv_add_rmsnorm: dtype {} not supported", dtype_name(dt));
-    }
 }
 
 void launch_gemv_silu(DType dt, const void* x, const void* w, const void* bias, void* out,

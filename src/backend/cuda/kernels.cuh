@@ -58,13 +58,6 @@ void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H
 
 // Skinny GEMM out[T,N] = x[T,K] @ W[N,K]^T (+bias), T <= 16, K % 8 == 0, 16-byte aligned rows.
 bool gemv_supported(int64_t T, int64_t N, int64_t K);
-// One-row launch_gemv (x [1, K], out [1, N]) whose last block then runs add_rmsnorm on the row:
-// residual (f32) += out, normed = ln * rmsnorm(residual) (ln, normed in dt). cnt: a device int
-// that is zero between launches. N % 8 == 0, N <= 8192, 16-byte aligned operands.
-bool gemv_norm_supported(int64_t N, int64_t K);
-void launch_gemv_add_rmsnorm(DType dt, const void* x, const void* w, const void* bias, void* out,
-                             int64_t N, int64_t K, float* residual, const void* ln, float eps,
-                             void* normed, int* cnt, int num_sms, cudaStream_t st);
 void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
                  int64_t N, int64_t K, int num_sms, cudaStream_t st);
 // One row: out[I] = silu(x @ W[:I]^T (+bias)) * (x @ W[I:]^T (+bias)) for a [2I, K] gate_up
