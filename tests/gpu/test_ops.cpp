@@ -1,5 +1,6 @@
 // Element-wise ops and linear of the CUDA backend against naive fp64 host references computed
 // from the same dtype-rounded inputs.
+#include <optional>
 #include <algorithm>
 #include <cstdlib>
 #include <numeric>
@@ -130,11 +131,12 @@ TEST_P(CudaOps, RmsNormPathsAndDtypes) {
 }
 
 namespace {
-void check_linear(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool with_bias) {
+void check_linear(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool with_bias,
+                  std::optional<DType> out_dt = std::nullopt, double tol = 1e-2) {
     auto x = randv(T * K, dt), w = randv(N * K, dt, 0.5f), bias = randv(N, dt);
     Tensor tx = upload(b, x, T, K, dt), tw = upload(b, w, N, K, dt);
     Tensor tb = upload(b, bias, 1, N, dt);
-    Tensor out = poisoned(b, T, N, dt);
+    Tensor out = poisoned(b, T, N, out_dt.value_or(dt));
     b.linear(tx, tw, with_bias ? &tb : nullptr, out);
     auto got = download(b, out);
     std::vector<double> ref(T * N);
@@ -144,10 +146,27 @@ void check_linear(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool wi
             for (int64_t k = 0; k < K; ++k) s += double(x[t * K + k]) * w[n * K + k];
             ref[t * N + n] = s;
         }
-    EXPECT_LT(rel_l2(got, ref), 1e-2)
+    EXPECT_LT(rel_l2(got, ref), tol)
         << "T=" << T << " N=" << N << " K=" << K << " bias=" << with_bias;
 }
 }  // namespace
+
+// f32 outputs (the LM head's logits): one row takes the GEMV (FARSIGHT_GEMV_F32OUT=0: cuBLASLt),
+// several rows cuBLASLt; fp32 accumulation of rounded inputs, so the fp64 reference is close.
+TEST_P(CudaOps, LinearF32Logits) {
+    FS_REQUIRE_GPU();
+    const DType dt = GetParam();
+    for (const char* f32out : {"1", "0"}) {
+        setenv("FARSIGHT_GEMV_F32OUT", f32out, 1);
+        auto b = make_cuda_backend_with(0, dt);
+        unsetenv("FARSIGHT_GEMV_F32OUT");
+        for (int64_t T : {1, 3}) {
+            check_linear(*b, dt, T, 1000, 4096, false, DType::F32, 1e-4);
+            check_linear(*b, dt, T, 392, 520, true, DType::F32, 1e-4);
+            check_linear(*b, dt, T, 24, 4104, true, DType::F32, 1e-4);  // split-K
+        }
+    }
+}
 
 TEST_P(CudaOps, LinearShapes) {
     FS_REQUIRE_GPU();
