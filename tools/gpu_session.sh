@@ -82,6 +82,14 @@ for s in $STEPS; do
           --kv-tokens 34000 --bw-mb 256 2>&1 | grep -E "^device|prefill|rror" >> "$OUT/prefill_ab.log"
       done; done
       summary+=("prefill_ab done") ;;
+    ab8b)  # A/B of environment settings on llama3-8b decode at ctx 1K, batch 1 and 32, each run twice:
+      for rep in 1 2; do for spec in ${AB8B:-none}; do
+        echo "== $spec" >> "$OUT/ab8b.log"
+        env $([ "$spec" = none ] || echo "$spec" | tr ',' ' ') "$BIN/farsight" bench --device cuda --dummy llama3-8b \
+          --decode 32 --prefill-lens 16 --decode-ctx 1024 --decode-batches 32 --batch-ctx 1024 \
+          --kv-tokens 40000 --bw-mb 256 2>&1 | grep -E "^device|decode batch|rror" >> "$OUT/ab8b.log"
+      done; done
+      summary+=("ab8b done") ;;
     ab)  # A/B of environment settings on batch-1 decode (llama2-7b, ctx 128 and 32K), each run twice:
       # AB="none FARSIGHT_GEMV_PREFETCH_KB=0 FARSIGHT_DECODE_MIN_PART=32,FARSIGHT_GEMV_PREFETCH_KB=0"
       for rep in 1 2; do for spec in ${AB:-none}; do
@@ -130,5 +138,5 @@ echo "==== summary"; printf '%s\n' "${summary[@]}"
 for f in "$OUT"/fixture_diff.log "$OUT"/tok_fixtures.log "$OUT"/tpl_fixtures.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -5 "$f"; }; done
 for f in "$OUT"/test_gpu.log "$OUT"/memcheck.log "$OUT"/benchlinear.log "$OUT"/test_ws.log "$OUT"/memcheck_ws.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E "^\[figure\]|BENCH|^PROBE|^WS |FAILED|PASSED|ERROR SUMMARY|Failure" "$f" | head -60; }; done
 [ -f "$OUT/serve8b.log" ] && { echo "== serve8b"; tail -25 "$OUT/serve8b.log"; }
-for f in "$OUT"/ab.log "$OUT"/ablate.log "$OUT"/prefill_ab.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }; done
+for f in "$OUT"/ab.log "$OUT"/ab8b.log "$OUT"/ablate.log "$OUT"/prefill_ab.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; cat "$f"; }; done
 for f in "$OUT"/bench_*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; grep -v "loading weights" "$f" | tail -25; }; done
