@@ -266,27 +266,6 @@ TEST(CudaAttentionV2, PrefillV2KernelMatchesReference) {
     unsetenv("FARSIGHT_PREFILL");
 }
 
-// decode_v2_kernel (FARSIGHT_DECODE=v2: K/V through a cp.async shared-memory ring, GQA groups
-// G >= 2 at head_dim 64/128) on every case, against the same fp64 reference; it must run on the
-// cases whose decode steps have G >= 2 and head_dim 64/128.
-TEST(CudaAttentionDecodeV2, DecodeV2KernelMatchesReference) {
-    FS_REQUIRE_GPU();
-    setenv("FARSIGHT_DECODE", "v2", 1);
-    for (const auto& c : cases()) {
-        const int64_t before = cuda::decode_v2_launches();
-        run_case(c);
-        const int64_t n = cuda::decode_v2_launches() - before;
-        std::printf("DECODE_V2 %s: %lld v2 launches\n", c.name.c_str(), static_cast<long long>(n));
-        if (c.name.rfind("decode_", 0) == 0 && c.H / c.KVH >= 2) {
-            EXPECT_GT(n, 0) << c.name << ": decode_v2_kernel did not run";
-        }
-        if (c.H == c.KVH || (c.D != 64 && c.D != 128)) {
-            EXPECT_EQ(n, 0) << c.name << ": decode_v2_kernel ran where it does not apply";
-        }
-    }
-    unsetenv("FARSIGHT_DECODE");
-}
-
 // The sm90 kernel the ws kernel replaced (FARSIGHT_PREFILL=sm90; still the fallback for block
 // sizes the ws kernel does not take) on every case with a tiled prefill step.
 TEST(CudaAttentionSm90, PrefillSm90KernelMatchesReference) {

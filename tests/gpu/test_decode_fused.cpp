@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/cuda/kernels.cuh"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -42,17 +41,11 @@ void expect_close(const std::vector<float>& want, const std::vector<float>& got,
 
 }  // namespace
 
-namespace {
-// v2: layer 1 (the fused step and the step after it) runs with FARSIGHT_DECODE=v2
-// (decode_v2_kernel where G >= 2), layer 0 (separate ops) with the default decode_kernel.
-void run_fused(DType dt, bool v2) {
-    auto env = [&](bool on) {
-        if (on && v2)
-            setenv("FARSIGHT_DECODE", "v2", 1);
-        else
-            unsetenv("FARSIGHT_DECODE");
-    };
-    env(false);
+class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
+    FS_REQUIRE_GPU();
+    const DType dt = GetParam();
     Backend& b = gpu(dt);
     const std::vector<Geo> geos = {
         {32, 32, 128, 0},   // Llama-2 (MHA)
@@ -120,7 +113,6 @@ void run_fused(DType dt, bool v2) {
             Tensor o0 = poisoned(b, T, g.H * g.D, dt), o1 = poisoned(b, T, g.H * g.D, dt);
             b.rope(q0, p);
             b.attention(0, q0, p, o0);
-            env(true);
             if (step == 0) {
                 b.rope_attention(1, q1, p, o1);  // the fused path
             } else {                             // separate ops reading what the fused step stored
@@ -128,29 +120,11 @@ void run_fused(DType dt, bool v2) {
                 b.attention(1, q1, p, o1);
             }
             b.synchronize();
-            env(false);
             expect_close(download(b, o0), download(b, o1),
                          step == 0 ? "fused decode step" : "step after the fused one");
             if (::testing::Test::HasFatalFailure()) return;
         }
     }
-}
-}  // namespace
-
-class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
-
-TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
-    FS_REQUIRE_GPU();
-    run_fused(GetParam(), false);
-}
-
-// The same with decode_v2_kernel (FARSIGHT_DECODE=v2) on the fused layer, against decode_kernel
-// on the separate ops; the v2 kernel must have run (every geometry but the MHA one has G >= 2).
-TEST_P(CudaDecodeFused, RopeAttentionV2MatchesSeparateOps) {
-    FS_REQUIRE_GPU();
-    const int64_t before = cuda::decode_v2_launches();
-    run_fused(GetParam(), true);
-    EXPECT_GT(cuda::decode_v2_launches(), before) << "decode_v2_kernel did not run";
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaDecodeFused, ::testing::Values(DType::BF16, DType::F16),

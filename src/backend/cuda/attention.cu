@@ -11,7 +11,6 @@
 //    (mma.sync m16n8k16, fp32 accumulate, online softmax in fp32), K/V gathered from the paged
 //    cache, causal + sliding window, variable-length batches with n_past (chunked prefill).
 #include <algorithm>
-#include <atomic>
 #include <cfloat>
 #include <cstdlib>
 #include <map>
@@ -604,402 +603,6 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     }
 }
 
-// ---- decode_v2_kernel (FARSIGHT_DECODE=v2): GQA groups (GP >= 2), K/V through a shared ring ----
-// Why: decode_kernel holds its K/V rows in registers (U = 4 K and 4 V rows per lane) and issues
-// the next loads only after it has consumed the previous ones; at GP = 4 it needs 168 registers
-// (3 blocks of 128 threads per SM), so an SM has at most 3 x 128 x 8 x 16 B = 48 KB in flight
-// right after a load round and almost nothing while it computes (measured 1.2-1.7 TB/s at
-// G = 4). Little's law at the 4.2 TB/s copy rate: 4.2 TB/s / 132 SMs = 32 GB/s per SM, times
-// ~1-1.5 us of loaded DRAM latency = 32-48 KB that must be in flight per SM at all times.
-// Here the block's 128 threads copy each stage (KT keys of K and V: 32 keys at D = 128, 64 at
-// D = 64, 16 KB; 16 / 32 keys, 8 KB at GP = 8) with cp.async into a ring of NS stages (64 KB) and
-// the warps compute on stage j while stages j+1 .. j+NS-1 are in flight: 48-56 KB per block,
-// ~150 KB per SM at 3 blocks, held by the copy hardware instead of registers, independent of
-// the compute. The block-table entries of a stage are loaded one stage ahead (their latency
-// hides under a stage of compute); the stages of keys stored by earlier steps are issued before
-// pdl_wait() (rows of this step's keys are loaded after it with plain loads into the ring).
-// Compute per key at G = 4, D = 128: a warp reads 2 key rows per 16-byte shared load per lane;
-// 32 + 32 FMA, 16 shuffles and the softmax per 2 keys = ~50 warp instructions per key, against
-// a budget of ~160 issue slots per key per SM at 3.3 TB/s (512 B per key, ~40 cycles at
-// 1.98 GHz): ~30% of the issue slots. One __syncthreads per stage (all warps do equal work).
-// The arithmetic, the partitions (split_part / a.min_part), the own-key fold-in (a.rope_store)
-// and the in-kernel merge are decode_kernel's; only where the K/V rows come from differs.
-constexpr int kV2RingBytes = 64 * 1024;
-
-template <int D, int GP>
-struct DecV2Cfg {
-    static constexpr int LPK = D / 8;                   // lanes per key row
-    static constexpr int KPW = 32 / LPK;                // key rows per warp shared load
-    static constexpr int U = GP >= 8 ? 2 : 4;           // shared loads per lane per stage
-    static constexpr int KSTEP = KPW * U;               // keys per warp per stage
-    static constexpr int KT = kDecWarps * KSTEP;        // keys per stage
-    static constexpr int IROWS = kDecWarps * 32 / LPK;  // rows per cp.async round of the block
-    static constexpr int STAGE_BYTES = KT * D * 2 * 2;  // K then V, 2-byte elements
-    static constexpr int NS = kV2RingBytes / STAGE_BYTES;
-    static constexpr int SMEM = NS * STAGE_BYTES;
-    static constexpr int MIN_BLOCKS = GP >= 8 ? 2 : 3;
-    static_assert(KT == IROWS * U, "each thread copies U rows of K and of V per stage");
-    static_assert(NS >= 3 && (NS & (NS - 1)) == 0, "ring of >= 3 stages, a power of two");
-    static_assert(kDecWarps * GP * D * 4 <= SMEM, "the warps' partial sums reuse the ring");
-};
-
-template <typename T, int D, int GP>
-__global__ void __launch_bounds__(kDecWarps * 32, DecV2Cfg<D, GP>::MIN_BLOCKS)
-    decode_v2_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
-    pdl_trigger();  // pdl_wait() comes after the first stages are issued (see below)
-    using C = DecV2Cfg<D, GP>;
-    constexpr int LPK = C::LPK, KPW = C::KPW, U = C::U, KSTEP = C::KSTEP, KT = C::KT;
-    constexpr int NS = C::NS, IROWS = C::IROWS;
-    constexpr int STAGE = C::STAGE_BYTES, VOFF = KT * D * 2;
-    extern __shared__ __align__(16) unsigned char dec_v2_ring[];
-    __shared__ float m_s[kDecWarps][GP], l_s[kDecWarps][GP];
-
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int sub = lane / LPK, cl = lane % LPK;
-    const int irow = threadIdx.x / LPK, icol = threadIdx.x % LPK;
-    const int64_t G = a.H / a.KVH;
-    const int64_t qgroups = (G + GP - 1) / GP;
-    const int64_t kvh = blockIdx.y / qgroups;
-    const int64_t g0 = (blockIdx.y % qgroups) * GP;
-    const int ng = static_cast<int>(G - g0 < GP ? G - g0 : int64_t(GP));
-    const int64_t tok_idx = blockIdx.z;
-    const int32_t t = m.decode_tokens[tok_idx];
-    const TokenRange tr = token_range(m, t, a.window);
-    const int32_t bt_off = m.seqs[tr.seq].block_table_offset;
-    const int32_t part = split_part(tr.hi - tr.lo, splits, a.min_part);
-    const int32_t used = (tr.hi - tr.lo + part - 1) / part;  // partitions with keys (>= 1)
-    if (static_cast<int32_t>(blockIdx.x) >= used) return;
-    const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
-    const int32_t hi = min(tr.hi, lo + part);
-    const int32_t bs = static_cast<int32_t>(a.block_size);
-    const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
-
-    const T* qkv = static_cast<const T*>(a.qkv);
-    const T* kpi = static_cast<const T*>(a.k_pool) + kvh * D + icol * 8;  // this thread's copies
-    const T* vpi = static_cast<const T*>(a.v_pool) + kvh * D + icol * 8;
-    const float qscale = a.scale * 1.4426950408889634f;
-
-    // a.rope_store: as in decode_kernel (rotate q and the new k, store the new k/v; the
-    // partition holding the query's own key takes it from registers).
-    const bool fuse = a.rope_store != 0;
-    const bool has_new = fuse && hi == tr.hi;
-    const int32_t hi_loop = has_new ? hi - 1 : hi;
-    float rc[8], rsn[8];
-    if (fuse) {
-        const int32_t var = m.seqs[tr.seq].rope_variant;
-        const float* inv = m.inv_freq + m.rope_offset[var] + (cl % (LPK / 2)) * 8;
-        const float scaling = m.rope_scaling[var];
-        const float pos = static_cast<float>(m.positions[t]);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            float sn, cs;
-            sincosf(__fmul_rn(pos, inv[e]), &sn, &cs);
-            rc[e] = round_to<T>(cs * scaling);
-            rsn[e] = round_to<T>(sn * scaling);
-        }
-    }
-    const bool first_half = cl < LPK / 2;
-    auto rope8 = [&](float(&x)[8]) {  // every lane of the warp calls it
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            const float o = __shfl_xor_sync(0xffffffffu, x[e], LPK / 2);
-            x[e] = first_half ? round_to<T>(round_to<T>(x[e] * rc[e]) + round_to<T>(-o * rsn[e]))
-                              : round_to<T>(round_to<T>(x[e] * rc[e]) + round_to<T>(o * rsn[e]));
-        }
-    };
-    auto pack8 = [](const float(&x)[8]) {
-        uint4 r;
-        T* e = reinterpret_cast<T*>(&r);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) e[i] = from_f<T>(x[i]);
-        return r;
-    };
-    const bool writer = warp == 0 && sub == 0;
-
-    // ---- the ring: stage s holds keys [lo + s*KT, lo + s*KT + KT) in buffer s % NS ----
-    const int32_t n_past = m.seqs[tr.seq].n_past;
-    const int nst = (hi_loop - lo + KT - 1) / KT;  // stages with keys (0 when only the own key)
-    const uint32_t ring_sa = static_cast<uint32_t>(__cvta_generic_to_shared(dec_v2_ring));
-    auto bt_load = [&](int s, int32_t(&blk)[U]) {
-#pragma unroll
-        for (int j = 0; j < U; ++j) {
-            const int32_t i = lo + s * KT + irow + j * IROWS;
-            blk[j] = i < hi_loop ? __ldg(m.block_tables + bt_off + i / bs) : 0;
-        }
-    };
-    // before_wait: rows of this step's keys (i >= n_past) are left out (loaded after the wait)
-    auto issue = [&](int s, const int32_t(&blk)[U], bool before_wait) {
-        const uint32_t sb = ring_sa + static_cast<uint32_t>((s % NS) * STAGE);
-#pragma unroll
-        for (int j = 0; j < U; ++j) {
-            const int r = irow + j * IROWS;
-            const int32_t i = lo + s * KT + r;
-            const bool in = i < hi_loop;
-            const size_t off = in ? (static_cast<size_t>(blk[j]) * bs + i % bs) * slot_stride : 0;
-            const uint32_t so = static_cast<uint32_t>((r * D + icol * 8) * 2);
-            if (!(before_wait && in && i >= n_past)) {  // rows past hi_loop: zeros
-                cp_async16(sb + so, kpi + off, in);
-                cp_async16(sb + VOFF + so, vpi + off, in);
-            }
-        }
-    };
-    {
-        int32_t blk[NS - 1][U];
-#pragma unroll
-        for (int s = 0; s < NS - 1; ++s) bt_load(s, blk[s]);
-#pragma unroll
-        for (int s = 0; s < NS - 1; ++s) {
-            if (s < nst) issue(s, blk[s], true);
-            cp_async_commit();
-        }
-    }
-    pdl_wait();
-    // rows of the first stages that this step's kernels wrote (i >= n_past): plain loads
-    if (lo + (NS - 1) * KT > n_past && hi_loop > n_past) {
-#pragma unroll
-        for (int s = 0; s < NS - 1; ++s) {
-#pragma unroll
-            for (int j = 0; j < U; ++j) {
-                const int r = irow + j * IROWS;
-                const int32_t i = lo + s * KT + r;
-                if (s < nst && i < hi_loop && i >= n_past) {
-                    const int32_t b = m.block_tables[bt_off + i / bs];
-                    const size_t off = (static_cast<size_t>(b) * bs + i % bs) * slot_stride;
-                    unsigned char* d = dec_v2_ring + (s % NS) * STAGE + (r * D + icol * 8) * 2;
-                    *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(kpi + off);
-                    *reinterpret_cast<uint4*>(d + VOFF) = *reinterpret_cast<const uint4*>(vpi + off);
-                }
-            }
-        }
-    }
-
-    float q[GP][8];
-#pragma unroll
-    for (int g = 0; g < GP; ++g) {
-        if (g < ng) {
-            const T* qr = qkv + static_cast<size_t>(t) * a.ld + (kvh * G + g0 + g) * D + cl * 8;
-            unpack8<T>(*reinterpret_cast<const uint4*>(qr), q[g]);
-            if (fuse) rope8(q[g]);  // qkv keeps the unrotated q: other blocks read it
-#pragma unroll
-            for (int e = 0; e < 8; ++e) q[g][e] *= qscale;
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) q[g][e] = 0.0f;
-        }
-    }
-    float mx[GP], l[GP], acc[GP][8];
-#pragma unroll
-    for (int g = 0; g < GP; ++g) {
-        mx[g] = -INFINITY;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
-    }
-
-    uint4 knew = make_uint4(0, 0, 0, 0), vnew = make_uint4(0, 0, 0, 0);
-    if (has_new) {
-        const T* krow = qkv + static_cast<size_t>(t) * a.ld + (a.H + kvh) * D + cl * 8;
-        float kf[8];
-        unpack8<T>(*reinterpret_cast<const uint4*>(krow), kf);
-        rope8(kf);
-        knew = pack8(kf);
-        vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
-        if (writer && g0 == 0) {  // one block per (token, kv head) stores the new row
-            const int32_t slot = m.slot_mapping[t];
-            if (slot >= 0) {
-                const size_t o = static_cast<size_t>(slot) * slot_stride + kvh * D + cl * 8;
-                *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(a.k_pool)) + o) = knew;
-                *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(a.v_pool)) + o) = vnew;
-            }
-        }
-    }
-
-    // decode_kernel's step: U key rows per lane group, scores, online softmax, accumulation
-    auto consume = [&](const uint4(&kr)[U], const uint4(&vr)[U], const bool(&ok)[U]) {
-        float sc[U][GP];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            float kf[8];
-            unpack8<T>(kr[u], kf);
-#pragma unroll
-            for (int g = 0; g < GP; ++g) {
-                float s = 0.0f;
-#pragma unroll
-                for (int e = 0; e < 8; ++e) s = fmaf(q[g][e], kf[e], s);
-#pragma unroll
-                for (int o = LPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                sc[u][g] = s;
-            }
-        }
-        float vf[U][8];
-#pragma unroll
-        for (int u = 0; u < U; ++u) unpack8<T>(vr[u], vf[u]);
-#pragma unroll
-        for (int g = 0; g < GP; ++g) {
-            float bm = -INFINITY;
-#pragma unroll
-            for (int u = 0; u < U; ++u)
-                if (ok[u]) bm = fmaxf(bm, sc[u][g]);
-#pragma unroll
-            for (int o = LPK; o < 32; o <<= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, o));
-            const float mnew = fmaxf(mx[g], bm);  // finite: the warp's first row is valid
-            const float alpha = exp2f(mx[g] - mnew);
-            float ps = 0.0f, p[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                p[u] = ok[u] ? exp2f(sc[u][g] - mnew) : 0.0f;
-                ps += p[u];
-            }
-            l[g] = l[g] * alpha + ps;
-            mx[g] = mnew;
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                float v = acc[g][e] * alpha;
-#pragma unroll
-                for (int u = 0; u < U; ++u) v = fmaf(p[u], vf[u][e], v);
-                acc[g][e] = v;
-            }
-        }
-    };
-
-    int32_t blk[U];
-    bt_load(NS - 1, blk);
-    for (int s = 0; s < nst; ++s) {
-        cp_async_wait<NS - 2>();  // stage s has landed (this thread's copies)
-        __syncthreads();          // everyone's copies; stage s-1's buffer is free
-        if (s + NS - 1 < nst) issue(s + NS - 1, blk, false);
-        cp_async_commit();
-        if (s + NS < nst) bt_load(s + NS, blk);
-        const int32_t wk = lo + s * KT + warp * KSTEP;
-        if (wk < hi_loop) {  // warp-uniform
-            const unsigned char* sp = dec_v2_ring + (s % NS) * STAGE;
-            uint4 kr[U], vr[U];
-            bool ok[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const int r = warp * KSTEP + u * KPW + sub;
-                ok[u] = wk + u * KPW + sub < hi_loop;
-                kr[u] = *reinterpret_cast<const uint4*>(sp + (r * D + cl * 8) * 2);
-                vr[u] = *reinterpret_cast<const uint4*>(sp + VOFF + (r * D + cl * 8) * 2);
-            }
-            consume(kr, vr, ok);
-        }
-    }
-    if (has_new && warp == 0) {  // the query's own key, from registers
-        uint4 kr[U], vr[U];
-        bool ok[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            kr[u] = u == 0 ? knew : make_uint4(0, 0, 0, 0);
-            vr[u] = u == 0 ? vnew : make_uint4(0, 0, 0, 0);
-            ok[u] = u == 0 && sub == 0;
-        }
-        consume(kr, vr, ok);
-    }
-    cp_async_wait<0>();  // only empty groups remain; the ring is reused below
-    __syncthreads();
-    float(*acc_s)[GP][D] = reinterpret_cast<float(*)[GP][D]>(dec_v2_ring);
-
-    // decode_kernel's merge: the key rows of the warp, the warps, then the partitions
-#pragma unroll
-    for (int g = 0; g < GP; ++g) {
-#pragma unroll
-        for (int o = LPK; o < 32; o <<= 1) {
-            l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
-        }
-        if (lane < LPK) {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc_s[warp][g][cl * 8 + e] = acc[g][e];
-        }
-        if (lane == 0) {
-            m_s[warp][g] = mx[g];
-            l_s[warp][g] = l[g];
-        }
-    }
-    __syncthreads();
-    const int64_t H = a.H;
-    if (used == 1) {
-        for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
-            const int g = idx / D, d = idx % D;
-            float M = -INFINITY;
-#pragma unroll
-            for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, m_s[w][g]);
-            float L = 0.0f, A = 0.0f;
-            if (M != -INFINITY)
-                for (int w = 0; w < kDecWarps; ++w) {
-                    const float e = exp2f(m_s[w][g] - M);
-                    L += l_s[w][g] * e;
-                    A += acc_s[w][g][d] * e;
-                }
-            const int64_t h = kvh * G + g0 + g;
-            static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
-        }
-        return;
-    }
-    const int64_t split = blockIdx.x;
-    for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
-        const int g = idx / (D + 1), d = idx % (D + 1);
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, m_s[w][g]);
-        const int64_t h = kvh * G + g0 + g;
-        const size_t pidx = (static_cast<size_t>(tok_idx) * H + h) * splits + split;
-        if (d == D) {
-            float L = 0.0f;
-            if (M != -INFINITY)
-                for (int w = 0; w < kDecWarps; ++w) L += l_s[w][g] * exp2f(m_s[w][g] - M);
-            ml[pidx * 2] = M == -INFINITY ? -INFINITY : M * 0.6931471805599453f;
-            ml[pidx * 2 + 1] = L;
-        } else {
-            float A = 0.0f;
-            if (M != -INFINITY)
-                for (int w = 0; w < kDecWarps; ++w) A += acc_s[w][g][d] * exp2f(m_s[w][g] - M);
-            accw[pidx * D + d] = A;
-        }
-    }
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int* c = cnt + tok_idx * gridDim.y + blockIdx.y;
-        last = atomicAdd(c, 1) == used - 1;
-        if (last) *c = 0;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    __shared__ float wsm[GP][kMaxSplits];
-    __shared__ float lsm[GP];
-    for (int g = warp; g < ng; g += kDecWarps) {
-        const size_t part0 = (static_cast<size_t>(tok_idx) * H + kvh * G + g0 + g) * splits;
-        float M = -INFINITY;
-        for (int32_t s = lane; s < used; s += 32) M = fmaxf(M, __ldcg(ml + (part0 + s) * 2));
-        M = warp_max(M);
-        float L = 0.0f;
-        for (int32_t s = lane; s < used; s += 32) {
-            const float ms = __ldcg(ml + (part0 + s) * 2);
-            const float e = ms == -INFINITY ? 0.0f : __expf(ms - M);
-            wsm[g][s] = e;
-            L += __ldcg(ml + (part0 + s) * 2 + 1) * e;
-        }
-        L = warp_sum(L);
-        if (lane == 0) lsm[g] = L;
-    }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
-        const int g = idx / D, d = idx % D;
-        const int64_t h = kvh * G + g0 + g;
-        const float* aw = accw + (static_cast<size_t>(tok_idx) * H + h) * splits * D + d;
-        float A = 0.0f;
-#pragma unroll 8
-        for (int32_t s = 0; s < used; ++s) A += __ldcg(aw + static_cast<size_t>(s) * D) * wsm[g][s];
-        const float L = lsm[g];
-        static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
-    }
-}
-
 // grid (n_tokens, H): merge the partitions of each (token, head).
 template <typename T>
 __global__ void splitk_reduce_kernel(AttnLaunch a, DevMeta m, int64_t splits, const float* ml,
@@ -1327,53 +930,10 @@ void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     FS_CUDA_LAUNCH("decode_kernel");
 }
 
-// FARSIGHT_DECODE=v2: decode_v2_kernel for GQA groups (G >= 2, head_dim 64/128); read at every
-// launch (tests switch it), the default is decode_kernel.
-bool decode_v2_env() {
-    const char* e = std::getenv("FARSIGHT_DECODE");
-    return e && std::string(e) == "v2";
-}
-std::atomic<int64_t> g_decode_v2_launches{0};
-
-// 64 KB of dynamic shared memory needs the opt-in attribute (once per instantiation).
-template <typename T, int D, int GP>
-void decode_v2_prepare() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        FS_CUDA(cudaFuncSetAttribute(decode_v2_kernel<T, D, GP>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     DecV2Cfg<D, GP>::SMEM));
-    });
-}
-
-template <typename T, int D, int GP>
-void launch_decode_v2_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                        float* ml, float* accw, int* cnt, cudaStream_t st) {
-    decode_v2_prepare<T, D, GP>();
-    const int64_t G = a.H / a.KVH;
-    const int64_t qgroups = (G + GP - 1) / GP;
-    dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
-              static_cast<unsigned>(n_tokens));
-    launch_pdl(decode_v2_kernel<T, D, GP>, grid, dim3(kDecWarps * 32),
-               static_cast<size_t>(DecV2Cfg<D, GP>::SMEM), st, "decode_v2_kernel", a, m, splits, ml,
-               accw, cnt);
-    FS_CUDA_LAUNCH("decode_v2_kernel");
-    g_decode_v2_launches.fetch_add(1, std::memory_order_relaxed);
-}
-
 template <typename T, int D>
 void launch_decode_g(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
                      float* ml, float* accw, int* cnt, cudaStream_t st) {
     const int64_t G = a.H / a.KVH;
-    if (G >= 2 && decode_v2_env()) {
-        if (G == 2)
-            launch_decode_v2_t<T, D, 2>(a, m, n_tokens, splits, ml, accw, cnt, st);
-        else if (G <= 4)
-            launch_decode_v2_t<T, D, 4>(a, m, n_tokens, splits, ml, accw, cnt, st);
-        else
-            launch_decode_v2_t<T, D, 8>(a, m, n_tokens, splits, ml, accw, cnt, st);
-        return;
-    }
     if (G == 1)
         launch_decode_t<T, D, 1>(a, m, n_tokens, splits, ml, accw, cnt, st);
     else if (G == 2)
@@ -1412,10 +972,6 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
 
 }  // namespace
 
-int64_t decode_v2_launches() {
-    return g_decode_v2_launches.load(std::memory_order_relaxed);
-}
-
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits) {
     return static_cast<size_t>(n_tokens * H * splits) * (D + 2) * sizeof(float);
 }
@@ -1426,32 +982,17 @@ int64_t splitk_counter_count(int64_t n_tokens, int64_t H) {
 
 namespace {
 template <typename K>
-int occupancy(K kernel, int threads, size_t smem = 0) {
+int occupancy(K kernel, int threads) {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
         cudaGetLastError();
         return 4;
     }
     return std::max(n, 1);
 }
-template <typename T, int D, int GP>
-int decode_v2_occupancy() {
-    decode_v2_prepare<T, D, GP>();
-    return occupancy(decode_v2_kernel<T, D, GP>, kDecWarps * 32,
-                     static_cast<size_t>(DecV2Cfg<D, GP>::SMEM));
-}
 template <typename T>
-int decode_occupancy_t(int64_t D, int64_t G, bool v2) {
+int decode_occupancy_t(int64_t D, int64_t G) {
     constexpr int th = kDecWarps * 32;
-    if ((D == 64 || D == 128) && G >= 2 && v2) {
-        if (D == 64)
-            return G == 2   ? decode_v2_occupancy<T, 64, 2>()
-                   : G <= 4 ? decode_v2_occupancy<T, 64, 4>()
-                            : decode_v2_occupancy<T, 64, 8>();
-        return G == 2   ? decode_v2_occupancy<T, 128, 2>()
-               : G <= 4 ? decode_v2_occupancy<T, 128, 4>()
-                        : decode_v2_occupancy<T, 128, 8>();
-    }
     if (D == 64 || D == 128) {
         const bool d64 = D == 64;
         if (G == 1) return occupancy(d64 ? decode_kernel<T, 64, 1> : decode_kernel<T, 128, 1>, th);
@@ -1468,14 +1009,13 @@ int decode_occupancy_t(int64_t D, int64_t G, bool v2) {
 // Resident blocks per SM of the decode kernel that runs this geometry (cached).
 int decode_occupancy(DType dt, int64_t D, int64_t G) {
     static std::mutex mu;
-    static std::map<std::tuple<int, int64_t, int64_t, bool>, int> cache;
+    static std::map<std::tuple<int, int64_t, int64_t>, int> cache;
     std::lock_guard<std::mutex> lk(mu);
-    const bool v2 = decode_v2_env();
-    const auto key = std::make_tuple(static_cast<int>(dt), D, G, v2);
+    const auto key = std::make_tuple(static_cast<int>(dt), D, G);
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
-    const int n = dt == DType::BF16 ? decode_occupancy_t<__nv_bfloat16>(D, G, v2)
-                                    : decode_occupancy_t<__half>(D, G, v2);
+    const int n = dt == DType::BF16 ? decode_occupancy_t<__nv_bfloat16>(D, G)
+                                    : decode_occupancy_t<__half>(D, G);
     cache.emplace(key, n);
     return n;
 }
@@ -1489,11 +1029,10 @@ int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KV
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms) {
     // Every layer of an eager step asks the same question: remember the last answer.
-    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
-    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0, false};
+    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int>;
+    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0};
     thread_local int64_t last_splits = 1;
-    const auto key = std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms,
-                                     decode_v2_env());
+    const auto key = std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms);
     if (key == last_key) return last_splits;
     last_key = key;
     last_splits = choose_splits_uncached(dt, n_tokens, H, KVH, D, max_ctx, num_sms);

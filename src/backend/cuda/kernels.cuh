@@ -118,11 +118,6 @@ int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH,
 int64_t splitk_counter_count(int64_t n_tokens, int64_t H);
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
                              int64_t splits, void* work, int* counters, cudaStream_t st);
-// FARSIGHT_DECODE=v2 (read at every launch): GQA groups (G >= 2) at head_dim 64/128 run
-// decode_v2_kernel (K/V rows staged through a 64 KB cp.async shared-memory ring) instead of
-// decode_kernel; same partitions, merge and rope fold-in. decode_v2_launches() counts its
-// launches (tests check that it ran).
-int64_t decode_v2_launches();
 // Tiled tensor-core prefill over m.prefill_tiles (m.prefill_tile_q query rows of one sequence).
 bool prefill_supported(int64_t D);
 // Query rows per prefill tile for head_dim D: 128 when launch_attention_prefill takes the sm90
