@@ -151,20 +151,17 @@ void check_linear(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool wi
 }
 }  // namespace
 
-// f32 outputs (the LM head's logits): one row takes the GEMV (FARSIGHT_GEMV_F32OUT=0: cuBLASLt),
-// several rows cuBLASLt; fp32 accumulation of rounded inputs, so the fp64 reference is close.
+// f32 outputs (the LM head's logits, no bias): cuBLASLt for one row and several; fp32
+// accumulation of rounded inputs, so the fp64 reference is close. (A one-row GEMV with f32
+// output measured slower in the batch-1 step on the H200: 83.7-84.1% of roofline against
+// 85.6-85.9% with cuBLASLt.)
 TEST_P(CudaOps, LinearF32Logits) {
     FS_REQUIRE_GPU();
     const DType dt = GetParam();
-    for (const char* f32out : {"1", "0"}) {
-        setenv("FARSIGHT_GEMV_F32OUT", f32out, 1);
-        auto b = make_cuda_backend_with(0, dt);
-        unsetenv("FARSIGHT_GEMV_F32OUT");
-        for (int64_t T : {1, 3}) {
-            check_linear(*b, dt, T, 1000, 4096, false, DType::F32, 1e-4);
-            check_linear(*b, dt, T, 392, 520, true, DType::F32, 1e-4);
-            check_linear(*b, dt, T, 24, 4104, true, DType::F32, 1e-4);  // split-K
-        }
+    Backend& b = gpu(dt);
+    for (int64_t T : {1, 3}) {
+        check_linear(b, dt, T, 1000, 4096, false, DType::F32, 1e-4);
+        check_linear(b, dt, T, 392, 520, false, DType::F32, 1e-4);
     }
 }
 

@@ -253,8 +253,6 @@ class CudaBackend final : public Backend {
         gated_gemv_ = !(gg && gg[0] == '0');
         const char* dr = std::getenv("FARSIGHT_DECODE_ROPE");
         rope_in_decode_ = !(dr && dr[0] == '0');
-        const char* fo = std::getenv("FARSIGHT_GEMV_F32OUT");
-        gemv_f32out_ = !(fo && fo[0] == '0');
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
@@ -527,7 +525,6 @@ class CudaBackend final : public Backend {
     bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
     bool gated_gemv_ = true;          // FARSIGHT_GATED_GEMV=0: one-row linear_silu unfused
     bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
-    bool gemv_f32out_ = true;         // FARSIGHT_GEMV_F32OUT=0: one-row f32 logits on cuBLASLt
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
 
@@ -931,13 +928,6 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     cudaStream_t st = stream_->get();
     const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
                          alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
-    // one-row f32 logits (the LM head of a batch-1 decode step) on the GEMV too
-    if (gemv_mode_ != 0 && gemv_f32out_ && T == 1 && out.dtype == DType::F32 &&
-        gemv_supported(1, N, K) && alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16) {
-        launch_gemv_f32out(act_, x.data, w.data, b ? b->data : nullptr,
-                           static_cast<float*>(out.data), N, K, props_.multiProcessorCount, st);
-        return;
-    }
     PlanKey key{static_cast<int>(act_) * 16 + static_cast<int>(out.dtype),
                 T,
                 N,

@@ -21,11 +21,10 @@ constexpr int kUnroll = 4;
 // kernel before it (which produces x) finishes.
 // GATED (a [2N, K] gate_up weight, one row of x): output n = silu(T(x . w[n])) * T(x . w[N + n])
 // with silu_mul_kernel's roundings; each warp streams the gate row, then the up row.
-// O: the output type (T, or float for one-row f32 logits).
-template <typename T, int TT, bool GATED = false, typename O = T>
+template <typename T, int TT, bool GATED = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                O* __restrict__ out, int N, int K, int ksplit) {
+                T* __restrict__ out, int N, int K, int ksplit) {
     constexpr int NR = GATED ? 2 : 1;  // weight rows per output
     __shared__ float red[NR][kWarps][TT];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -124,7 +123,7 @@ __global__ void __launch_bounds__(kThreads)
             const float sg = round_to<T>(g / (1.0f + expf(-g)));
             out[static_cast<size_t>(t) * N + n] = from_f<T>(sg * u);
         } else {
-            out[static_cast<size_t>(t) * N + n] = from_f<O>(s);
+            out[static_cast<size_t>(t) * N + n] = from_f<T>(s);
         }
     }
 }
@@ -366,28 +365,6 @@ void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void*
         launch_tt<__half, 16>(x, w, bias, out, T, N, K, num_sms, st);
     else
         fail("gemv: dtype {} not supported", dtype_name(dt));
-}
-
-void launch_gemv_f32out(DType dt, const void* x, const void* w, const void* bias, float* out,
-                        int64_t N, int64_t K, int num_sms, cudaStream_t st) {
-    FS_CHECK(gemv_supported(1, N, K), "gemv_f32out: unsupported shape N={} K={}", N, K);
-    const int ksplit = gemv_ksplit(N, K, num_sms);
-    const int rows_per_block = kWarps / ksplit;
-    const unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
-    const int n = static_cast<int>(N), k = static_cast<int>(K);
-    if (dt == DType::BF16) {
-        using T = __nv_bfloat16;
-        launch_pdl(gemv_kernel<T, 1, false, float>, dim3(grid), dim3(kThreads), 0, st,
-                   "gemv_f32out_kernel", static_cast<const T*>(x), static_cast<const T*>(w),
-                   static_cast<const T*>(bias), out, n, k, ksplit);
-    } else if (dt == DType::F16) {
-        using T = __half;
-        launch_pdl(gemv_kernel<T, 1, false, float>, dim3(grid), dim3(kThreads), 0, st,
-                   "gemv_f32out_kernel", static_cast<const T*>(x), static_cast<const T*>(w),
-                   static_cast<const T*>(bias), out, n, k, ksplit);
-    } else {
-        fail("gemv_f32out: dtype {} not supported", dtype_name(dt));
-    }
 }
 
 void launch_gemv_silu(DType dt, const void* x, const void* w, const void* bias, void* out,

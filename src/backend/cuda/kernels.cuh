@@ -58,9 +58,6 @@ void launch_kv_store(DType dt, const void* qkv, int64_t T, int64_t ld, int64_t H
 
 // Skinny GEMM out[T,N] = x[T,K] @ W[N,K]^T (+bias), T <= 16, K % 8 == 0, 16-byte aligned rows.
 bool gemv_supported(int64_t T, int64_t N, int64_t K);
-// One-row launch_gemv with an f32 output (logits): out[n] = x . W[n] (+ bias) in fp32.
-void launch_gemv_f32out(DType dt, const void* x, const void* w, const void* bias, float* out,
-                        int64_t N, int64_t K, int num_sms, cudaStream_t st);
 void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
                  int64_t N, int64_t K, int num_sms, cudaStream_t st);
 // One row: out[I] = silu(x @ W[:I]^T (+bias)) * (x @ W[I:]^T (+bias)) for a [2I, K] gate_up
