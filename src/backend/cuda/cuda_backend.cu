@@ -935,7 +935,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     cudaStream_t st = stream_->get();
     const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
                          alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
-    const bool skinny_ok = skinny_mode_ != 0 && T > kGemvMaxT && out.dtype == act_ &&
+    const bool skinny_ok = skinny_mode_ != 0 && T > kGemvMaxT &&
+                           (out.dtype == act_ || out.dtype == DType::F32) &&
                            skinny_supported(T, N, K) && alignment_of(x.data) >= 16 &&
                            alignment_of(w.data) >= 16;
     PlanKey key{static_cast<int>(act_) * 16 + static_cast<int>(out.dtype),
@@ -950,8 +951,9 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     if (it == plans_.end()) {
         // One-row shapes (batch-1 decode) always take the GEMV kernel (bf16/f16 out) or
         // cuBLASLt's heuristic choice (f32 logits): a fixed choice, so results do not depend
-        // on timing. Batched shapes (1 < T <= 256) try cuBLASLt's first algorithms and the GEMV
-        // kernel (T <= 16) on the real operands once, timed with the L2 cache flushed (weights
+        // on timing. Batched shapes (1 < T <= 256) try cuBLASLt's first algorithms, the GEMV
+        // kernel (T <= 16) and the skinny tensor-core kernel (T <= 64, FARSIGHT_SKINNY=2, bf16/f16
+        // or f32 out) on the real operands once, timed with the L2 cache flushed (weights
         // stream from memory in a real step; timing them L2-resident favours tiles that
         // re-read W), and keep the fastest.
         // FARSIGHT_LINEAR_TUNE=0: heuristic choice for every shape (reproducible runs).
@@ -1016,7 +1018,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
             if (skinny_ok && skinny_mode_ == 2) {
                 const float ms = time_it([&] {
                     launch_skinny(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
-                                  props_.multiProcessorCount, st);
+                                  props_.multiProcessorCount, st, out.dtype == DType::F32);
                 });
                 if (ms < best) {
                     best = ms;
@@ -1032,7 +1034,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                     props_.multiProcessorCount, st);
     else if (it->second->use_skinny)
         launch_skinny(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
-                      props_.multiProcessorCount, st);
+                      props_.multiProcessorCount, st, out.dtype == DType::F32);
     else
         lt_run(lt_->get(), *it->second, x.data, w.data, b ? b->data : nullptr, out.data,
                lt_ws_.get(), lt_ws_.size(), st);

@@ -59,11 +59,12 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
     }
 }
 
-// NT: n8 groups (tokens padded to 8 * NT), U: k32-blocks per load batch.
-template <typename T, int NT, int U>
+// NT: n8 groups (tokens padded to 8 * NT), U: k32-blocks per load batch, OT: output type (T,
+// or float for logits).
+template <typename T, typename OT, int NT, int U>
 __global__ void __launch_bounds__(kSkThreads, 2)
     skinny_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                  T* __restrict__ out, int Tn, int N, int K, int kbs) {
+                  OT* __restrict__ out, int Tn, int N, int K, int kbs) {
     constexpr int TP = 8 * NT + 1;  // partial-tile row pitch (floats), odd: fewer bank conflicts
     __shared__ float part[kSkRows * TP];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -163,34 +164,79 @@ __global__ void __launch_bounds__(kSkThreads, 2)
         float s = 0.0f;
         for (int q = 0; q < ks; ++q) s += cluster.map_shared_rank(part, q)[r * TP + t];
         if (bias) s += to_f(bias[n]);
-        out[static_cast<size_t>(t) * N + n] = from_f<T>(s);
+        out[static_cast<size_t>(t) * N + n] = from_f<OT>(s);
     }
     cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
-// k32-blocks per cluster rank: split K (ks = 1, 2, 4, 8) until the grid has at least one block
-// per SM, keeping at least 8 k32-blocks per block.
-int skinny_split(int64_t N, int64_t K, int num_sms) {
-    const int64_t mb = (N + kSkRows - 1) / kSkRows;
-    const int64_t nkb = (K + 31) / 32;
-    int ks = 1;
-    while (ks < kSkMaxSplit && mb * ks < num_sms && nkb >= 8 * 2 * ks) ks *= 2;
-    if (const char* e = std::getenv("FARSIGHT_SKINNY_SPLIT")) {  // tuning experiments
-        const int v = std::atoi(e);
-        if (v == 1 || v == 2 || v == 4 || v == 8) ks = v;
+// Clusters of ks blocks that can be resident at once (cudaOccupancyMaxActiveClusters: a cluster
+// must fit in one GPC, so this can be less than SMs * blocks per SM / ks), per kernel and ks,
+// queried once.
+template <typename T, typename OT, int NT, int U>
+int skinny_cluster_cap(int ks, int num_sms) {
+    static int cap[4] = {0, 0, 0, 0};  // ks = 1, 2, 4, 8 (per instantiation)
+    const int i = ks == 1 ? 0 : ks == 2 ? 1 : ks == 4 ? 2 : 3;
+    if (cap[i] == 0) {
+        cudaLaunchConfig_t cfg{};
+        cfg.gridDim = dim3(1, static_cast<unsigned>(ks), 1);
+        cfg.blockDim = dim3(kSkThreads);
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeClusterDimension;
+        attr[0].val.clusterDim.x = 1;
+        attr[0].val.clusterDim.y = static_cast<unsigned>(ks);
+        attr[0].val.clusterDim.z = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+        int n = 0;
+        if (cudaOccupancyMaxActiveClusters(&n, skinny_kernel<T, OT, NT, U>, &cfg) != cudaSuccess ||
+            n <= 0) {
+            (void)cudaGetLastError();
+            n = std::max(1, 2 * num_sms / ks);  // two blocks per SM
+        }
+        cap[i] = n;
     }
-    return ks;
+    return cap[i];
 }
 
-template <typename T, int NT>
+// Blocks per cluster (K split ks ways, ks = 1, 2, 4, 8, at least 8 k32-blocks per block): the
+// one of the least modelled time, fewest on ties. Memory-bound model: the blocks resident at
+// once share the bandwidth, which needs about two blocks per SM (bytes in flight) to saturate;
+// the grid runs in ceil(clusters / resident clusters) waves. FARSIGHT_SKINNY_SPLIT=1/2/4/8
+// forces ks.
+int skinny_split(int (*cluster_cap)(int ks, int num_sms), int64_t N, int64_t K, int num_sms) {
+    const int64_t mb = (N + kSkRows - 1) / kSkRows;
+    const int64_t nkb = (K + 31) / 32;
+    if (const char* e = std::getenv("FARSIGHT_SKINNY_SPLIT")) {  // tests and tuning
+        const int v = std::atoi(e);
+        if (v == 1 || v == 2 || v == 4 || v == 8) return v;
+    }
+    const double sat = 1.9 * num_sms;
+    int best_ks = 1;
+    double best = 1e300;
+    for (int ks = 1; ks <= kSkMaxSplit; ks *= 2) {
+        if (ks > 1 && nkb < 8 * ks) break;
+        const int64_t cap = cluster_cap(ks, num_sms);
+        const int64_t waves = (mb + cap - 1) / cap;
+        const int64_t resident = std::min(mb, cap) * ks;  // blocks
+        const double t = static_cast<double>(waves) * std::max<double>(resident, sat) /
+                         static_cast<double>(mb * ks);
+        if (t < best * (1.0 - 1e-9)) {
+            best = t;
+            best_ks = ks;
+        }
+    }
+    return best_ks;
+}
+
+template <typename T, typename OT, int NT>
 void launch_nt(const void* x, const void* w, const void* bias, void* out, int64_t T_, int64_t N,
                int64_t K, int num_sms, cudaStream_t st) {
     if constexpr (NT > 1) {
         if (T_ <= 8 * (NT - 1))
-            return launch_nt<T, NT - 1>(x, w, bias, out, T_, N, K, num_sms, st);
+            return launch_nt<T, OT, NT - 1>(x, w, bias, out, T_, N, K, num_sms, st);
     }
     constexpr int U = NT <= 4 ? 4 : 2;
-    const int ks = skinny_split(N, K, num_sms);
+    const int ks = skinny_split(skinny_cluster_cap<T, OT, NT, U>, N, K, num_sms);
     const int nkb = static_cast<int>((K + 31) / 32);
     const int kbs = (nkb + ks - 1) / ks;
     cudaLaunchConfig_t cfg{};
@@ -208,9 +254,9 @@ void launch_nt(const void* x, const void* w, const void* bias, void* out, int64_
     cfg.attrs = attr;
     cfg.numAttrs = pdl_enabled() && g_skinny_pdl.load(std::memory_order_relaxed) ? 2 : 1;
     auto launch = [&] {
-        return cudaLaunchKernelEx(&cfg, skinny_kernel<T, NT, U>, static_cast<const T*>(x),
+        return cudaLaunchKernelEx(&cfg, skinny_kernel<T, OT, NT, U>, static_cast<const T*>(x),
                                   static_cast<const T*>(w), static_cast<const T*>(bias),
-                                  static_cast<T*>(out), static_cast<int>(T_), static_cast<int>(N),
+                                  static_cast<OT*>(out), static_cast<int>(T_), static_cast<int>(N),
                                   static_cast<int>(K), kbs);
     };
     cudaError_t e = launch();
@@ -237,12 +283,16 @@ int64_t skinny_launches() {
 }
 
 void launch_skinny(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
-                   int64_t N, int64_t K, int num_sms, cudaStream_t st) {
+                   int64_t N, int64_t K, int num_sms, cudaStream_t st, bool f32_out) {
     FS_CHECK(skinny_supported(T, N, K), "skinny: unsupported shape T={} N={} K={}", T, N, K);
-    if (dt == DType::BF16)
-        launch_nt<__nv_bfloat16, 8>(x, w, bias, out, T, N, K, num_sms, st);
+    if (dt == DType::BF16 && f32_out)
+        launch_nt<__nv_bfloat16, float, 8>(x, w, bias, out, T, N, K, num_sms, st);
+    else if (dt == DType::BF16)
+        launch_nt<__nv_bfloat16, __nv_bfloat16, 8>(x, w, bias, out, T, N, K, num_sms, st);
+    else if (dt == DType::F16 && f32_out)
+        launch_nt<__half, float, 8>(x, w, bias, out, T, N, K, num_sms, st);
     else if (dt == DType::F16)
-        launch_nt<__half, 8>(x, w, bias, out, T, N, K, num_sms, st);
+        launch_nt<__half, __half, 8>(x, w, bias, out, T, N, K, num_sms, st);
     else
         fail("skinny: dtype {} not supported", dtype_name(dt));
 }
