@@ -152,11 +152,12 @@ __global__ void __launch_bounds__(kSkThreads, 2)
             part[(lr + 8) * TP + tok + 1] = acc[n][3];
         }
     }
+    const int total = kSkRows * Tn;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();  // every block's partial tile is complete and visible to the cluster
     const int ks = static_cast<int>(cluster.num_blocks());
     const int rank = static_cast<int>(cluster.block_rank());
-    const int total = kSkRows * Tn;
     for (int idx = rank * kSkThreads + threadIdx.x; idx < total; idx += ks * kSkThreads) {
         const int t = idx / kSkRows, r = idx % kSkRows;
         const int n = m0 + r;
@@ -167,6 +168,32 @@ __global__ void __launch_bounds__(kSkThreads, 2)
         out[static_cast<size_t>(t) * N + n] = from_f<OT>(s);
     }
     cluster.sync();  // no block leaves while another still reads its shared memory
+#else
+    // before sm_90 (no clusters): launched with one block per K-range (gridDim.y == 1)
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < total; idx += kSkThreads) {
+        const int t = idx / kSkRows, r = idx % kSkRows;
+        const int n = m0 + r;
+        if (n >= N) continue;
+        float s = part[r * TP + t];
+        if (bias) s += to_f(bias[n]);
+        out[static_cast<size_t>(t) * N + n] = from_f<OT>(s);
+    }
+#endif
+}
+
+// Thread-block clusters (compute capability 9.0+) on the current device, probed once.
+bool has_clusters() {
+    static const bool yes = [] {
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        return major >= 9;
+    }();
+    return yes;
 }
 
 // Clusters of ks blocks that can be resident at once (cudaOccupancyMaxActiveClusters: a cluster
@@ -206,6 +233,7 @@ int skinny_cluster_cap(int ks, int num_sms) {
 int skinny_split(int (*cluster_cap)(int ks, int num_sms), int64_t N, int64_t K, int num_sms) {
     const int64_t mb = (N + kSkRows - 1) / kSkRows;
     const int64_t nkb = (K + 31) / 32;
+    if (!has_clusters()) return 1;
     if (const char* e = std::getenv("FARSIGHT_SKINNY_SPLIT")) {  // tests and tuning
         const int v = std::atoi(e);
         if (v == 1 || v == 2 || v == 4 || v == 8) return v;
@@ -251,8 +279,10 @@ void launch_nt(const void* x, const void* w, const void* bias, void* out, int64_
     attr[0].val.clusterDim.z = 1;
     attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() && g_skinny_pdl.load(std::memory_order_relaxed) ? 2 : 1;
+    const bool pdl = pdl_enabled() && g_skinny_pdl.load(std::memory_order_relaxed);
+    const bool cl = has_clusters();  // else ks == 1 and no cluster attribute
+    cfg.attrs = cl ? attr : attr + 1;
+    cfg.numAttrs = (cl ? 1 : 0) + (pdl ? 1 : 0);
     auto launch = [&] {
         return cudaLaunchKernelEx(&cfg, skinny_kernel<T, OT, NT, U>, static_cast<const T*>(x),
                                   static_cast<const T*>(w), static_cast<const T*>(bias),
@@ -260,7 +290,7 @@ void launch_nt(const void* x, const void* w, const void* bias, void* out, int64_
                                   static_cast<int>(K), kbs);
     };
     cudaError_t e = launch();
-    if (e != cudaSuccess && cfg.numAttrs == 2) {
+    if (e != cudaSuccess && cl && pdl) {
         // should a cluster launch refuse programmatic dependent launch: without it from now on
         (void)cudaGetLastError();
         g_skinny_pdl.store(false, std::memory_order_relaxed);
