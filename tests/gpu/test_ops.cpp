@@ -3,10 +3,8 @@
 #include <optional>
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <numeric>
 
-#include "backend/cuda/kernels.cuh"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -192,81 +190,6 @@ TEST(CudaLinear, GemvAndCublasPaths) {
         const int64_t big = small_mode() ? 512 : 4096;
         check_linear(*b, DType::BF16, 1, big, big, false);
     }
-}
-
-// The tensor-core skinny GEMM (FARSIGHT_SKINNY=1 forces it for T > 1) against an fp64
-// reference: T in 17..64 (partial n8 groups), ragged N (partial m16 tiles and 128-row blocks),
-// K % 32 != 0 (partial k32 blocks), every cluster split (FARSIGHT_SKINNY_SPLIT), bias or none,
-// bf16 and f16; every element checked, and two runs must be bitwise identical.
-namespace {
-void check_skinny(Backend& b, DType dt, int64_t T, int64_t N, int64_t K, bool with_bias,
-                  bool f32_out = false) {
-    const DType out_dt = f32_out ? DType::F32 : dt;
-    auto x = randv(T * K, dt), w = randv(N * K, dt, 0.5f), bias = randv(N, dt);
-    Tensor tx = upload(b, x, T, K, dt), tw = upload(b, w, N, K, dt);
-    Tensor tb = upload(b, bias, 1, N, dt);
-    Tensor out = poisoned(b, T, N, out_dt);
-    const int64_t before = cuda::skinny_launches();
-    b.linear(tx, tw, with_bias ? &tb : nullptr, out);
-    auto got = download(b, out);
-    EXPECT_EQ(cuda::skinny_launches(), before + 1) << "the skinny kernel did not run";
-    Tensor out2 = poisoned(b, T, N, out_dt);
-    b.linear(tx, tw, with_bias ? &tb : nullptr, out2);
-    auto got2 = download(b, out2);
-    std::vector<double> ref(T * N);
-    for (int64_t t = 0; t < T; ++t)
-        for (int64_t n = 0; n < N; ++n) {
-            double s = with_bias ? bias[n] : 0.0;
-            for (int64_t k = 0; k < K; ++k) s += double(x[t * K + k]) * w[n * K + k];
-            ref[t * N + n] = s;
-        }
-    double ss = 0;
-    for (double r : ref) ss += r * r;
-    const double rms = std::sqrt(ss / double(ref.size())) + 1e-30;
-    // relative to the element (the output rounding), + rms slack
-    const double tol = out_dt == DType::F32 ? 5e-4 : dt == DType::BF16 ? 8e-3 : 2e-3;
-    int64_t bad = 0, diff = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        if (!(std::fabs(got[i] - ref[i]) <= tol * std::fabs(ref[i]) + 0.2 * tol * rms)) {
-            if (bad < 5)
-                ADD_FAILURE() << "T=" << T << " N=" << N << " K=" << K << " bias=" << with_bias
-                              << " out " << dtype_name(out_dt)
-                              << " t=" << i / N << " n=" << i % N << " got " << got[i]
-                              << " ref " << ref[i];
-            ++bad;
-        }
-        if (std::memcmp(&got[i], &got2[i], sizeof(float)) != 0) ++diff;
-    }
-    EXPECT_EQ(bad, 0) << "T=" << T << " N=" << N << " K=" << K;
-    EXPECT_EQ(diff, 0) << "not run-to-run identical: T=" << T << " N=" << N << " K=" << K;
-    EXPECT_LT(rel_l2(got, ref), out_dt == DType::F32 ? 2e-4 : dt == DType::BF16 ? 4e-3 : 1e-3);
-}
-}  // namespace
-
-TEST_P(CudaOps, SkinnyPath) {
-    FS_REQUIRE_GPU();
-    const DType dt = GetParam();
-    setenv("FARSIGHT_SKINNY", "1", 1);
-    auto b = make_cuda_backend_with(0, dt);
-    unsetenv("FARSIGHT_SKINNY");
-    for (int64_t T : {17, 24, 32, 33, 48, 64}) {
-        check_skinny(*b, dt, T, 200, 136, false);   // N = 128 + 72, K = 4 * 32 + 8
-        check_skinny(*b, dt, T, 392, 520, true);    // 3 blocks + 8 rows, K = 16 * 32 + 8
-        check_skinny(*b, dt, T, 24, 4104, true);    // one block, split-K 8
-        check_skinny(*b, dt, T, 1032, 2056, false); // uneven k32 blocks per split
-    }
-    for (int64_t T : {2, 9, 16}) check_skinny(*b, dt, T, 264, 1000, true);
-    for (int64_t T : {17, 32, 64}) {  // f32 out (logits)
-        check_skinny(*b, dt, T, 1000, 520, false, true);
-        check_skinny(*b, dt, T, 24, 4104, true, true);
-    }
-    for (const char* ks : {"1", "2", "4", "8"}) {
-        setenv("FARSIGHT_SKINNY_SPLIT", ks, 1);
-        check_skinny(*b, dt, 40, 1000, 2056, true);
-        check_skinny(*b, dt, 64, 136, 264, false);  // fewer k32 blocks than splits x batch
-        unsetenv("FARSIGHT_SKINNY_SPLIT");
-    }
-    if (!small_mode()) check_skinny(*b, dt, 32, 4096, 4096, false);  // a llama3-8b shape
 }
 
 // The fused one-row decode ops (norm_linear, linear_residual, silu_linear_residual) against

@@ -99,7 +99,6 @@ struct LtPlan {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool use_gemv = false;
-    bool use_skinny = false;  // the tensor-core skinny GEMM (skinny.cu)
     LtPlan() = default;
     LtPlan(const LtPlan&) = delete;
     LtPlan& operator=(const LtPlan&) = delete;
@@ -241,8 +240,6 @@ class CudaBackend final : public Backend {
         meta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
         const char* g = std::getenv("FARSIGHT_GEMV");
         if (g) gemv_mode_ = std::atoi(g);  // 0: never, 1: always when supported, 2: auto
-        const char* sk = std::getenv("FARSIGHT_SKINNY");
-        if (sk) skinny_mode_ = std::atoi(sk);  // 0: never, 1: always when supported, 2: timed
         const char* fu = std::getenv("FARSIGHT_FUSED");
         fused_enabled_ = fu && fu[0] == '1';
         const char* tn = std::getenv("FARSIGHT_LINEAR_TUNE");
@@ -567,10 +564,6 @@ class CudaBackend final : public Backend {
     std::map<PlanKey, std::unique_ptr<LtPlan>> plans_;
     static constexpr int64_t kGemvMaxT = 1;  // decode rows that always take the GEMV kernel
     int gemv_mode_ = 2;
-    // FARSIGHT_SKINNY: the tensor-core skinny GEMM for batched shapes (T > kGemvMaxT):
-    // 0 never, 1 always when supported (and the GEMV is not forced), 2 one more candidate of
-    // the cold-L2 timing next to cuBLASLt and the GEMV
-    int skinny_mode_ = 2;
     bool tune_enabled_ = true;
     // FARSIGHT_FUSED=1: batch-1 decode through the fused GEMV ops (measured slower on the H200,
     // 180 vs 227 tok/s for llama2-7b: every block stages its input row before streaming W)
@@ -935,10 +928,6 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     cudaStream_t st = stream_->get();
     const bool gemv_ok = gemv_mode_ != 0 && out.dtype == act_ && gemv_supported(T, N, K) &&
                          alignment_of(x.data) >= 16 && alignment_of(w.data) >= 16;
-    const bool skinny_ok = skinny_mode_ != 0 && T > kGemvMaxT &&
-                           (out.dtype == act_ || out.dtype == DType::F32) &&
-                           skinny_supported(T, N, K) && alignment_of(x.data) >= 16 &&
-                           alignment_of(w.data) >= 16;
     PlanKey key{static_cast<int>(act_) * 16 + static_cast<int>(out.dtype),
                 T,
                 N,
@@ -951,9 +940,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
     if (it == plans_.end()) {
         // One-row shapes (batch-1 decode) always take the GEMV kernel (bf16/f16 out) or
         // cuBLASLt's heuristic choice (f32 logits): a fixed choice, so results do not depend
-        // on timing. Batched shapes (1 < T <= 256) try cuBLASLt's first algorithms, the GEMV
-        // kernel (T <= 16) and the skinny tensor-core kernel (T <= 64, FARSIGHT_SKINNY=2, bf16/f16
-        // or f32 out) on the real operands once, timed with the L2 cache flushed (weights
+        // on timing. Batched shapes (1 < T <= 256) try cuBLASLt's first algorithms and the GEMV
+        // kernel (T <= 16) on the real operands once, timed with the L2 cache flushed (weights
         // stream from memory in a real step; timing them L2-resident favours tiles that
         // re-read W), and keep the fastest.
         // FARSIGHT_LINEAR_TUNE=0: heuristic choice for every shape (reproducible runs).
@@ -964,8 +952,6 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                                  &algos, tune ? 8 : 1);
         if (gemv_ok && (gemv_mode_ == 1 || (gemv_mode_ == 2 && T <= kGemvMaxT))) {
             plan->use_gemv = true;
-        } else if (skinny_ok && skinny_mode_ == 1) {
-            plan->use_skinny = true;
         } else if (tune) {
             auto run_lt = [&](const cublasLtMatmulAlgo_t& algo) {
                 const void* bp = b ? b->data : nullptr;
@@ -1005,36 +991,17 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                     plan->algo = algo;
                 }
             }
-            if (gemv_ok) {
-                const float ms = time_it([&] {
+            if (gemv_ok && time_it([&] {
                     launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
                                 props_.multiProcessorCount, st);
-                });
-                if (ms < best) {
-                    best = ms;
-                    plan->use_gemv = true;
-                }
-            }
-            if (skinny_ok && skinny_mode_ == 2) {
-                const float ms = time_it([&] {
-                    launch_skinny(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
-                                  props_.multiProcessorCount, st, out.dtype == DType::F32);
-                });
-                if (ms < best) {
-                    best = ms;
-                    plan->use_gemv = false;
-                    plan->use_skinny = true;
-                }
-            }
+                }) < best)
+                plan->use_gemv = true;
         }
         it = plans_.emplace(key, std::move(plan)).first;
     }
     if (it->second->use_gemv)
         launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
                     props_.multiProcessorCount, st);
-    else if (it->second->use_skinny)
-        launch_skinny(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
-                      props_.multiProcessorCount, st, out.dtype == DType::F32);
     else
         lt_run(lt_->get(), *it->second, x.data, w.data, b ? b->data : nullptr, out.data,
                lt_ws_.get(), lt_ws_.size(), st);

@@ -66,17 +66,6 @@ void launch_gemv(DType dt, const void* x, const void* w, const void* bias, void*
 void launch_gemv_silu(DType dt, const void* x, const void* w, const void* bias, void* out,
                       int64_t I, int64_t K, int num_sms, cudaStream_t st);
 
-// Tensor-core skinny GEMM (skinny.cu) for batched decode, meant for 17 <= T <= 64: the same
-// function as launch_gemv (out[T,N] = x[T,K] @ W[N,K]^T (+bias), out written as out[t*N + n] in
-// dt), mma.sync with the weights as the A operand, split-K over a thread-block cluster (sm_90)
-// reduced in a fixed order (run-to-run identical). T <= 64, K % 8 == 0, x and w 16-byte aligned.
-// f32_out: out is f32 (logits) instead of dt. skinny_launches() counts the launches (tests check
-// the kernel ran).
-bool skinny_supported(int64_t T, int64_t N, int64_t K);
-void launch_skinny(DType dt, const void* x, const void* w, const void* bias, void* out, int64_t T,
-                   int64_t N, int64_t K, int num_sms, cudaStream_t st, bool f32_out = false);
-int64_t skinny_launches();
-
 // One-row GEMV (batch-1 decode) with fused neighbours, K % 8 == 0, K <= 16384:
 //   Plain:               out[N] = x[K] @ W^T (+bias)
 //   NormIn:              out = (rmsnorm(x = residual) * ln) @ W^T (+bias)   (res_dt: x's type)
