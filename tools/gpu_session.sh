@@ -34,7 +34,8 @@ run() {  # run NAME TIMEOUT CMD...
 }
 for s in $STEPS; do
   case $s in
-    tests) run test_gpu 200 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
+    tests_nobench) run test_gpu 300 "$BIN/test_gpu" --gtest_color=no ;;  # correctness only (bench tests skip)
+    tests) run test_gpu 420 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
     memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
         "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*:CudaWgmma.WsTmaProbe' ;;
     # the warp-specialized prefill (attention_ws.cu): its probe, its reference tests, the
