@@ -32,6 +32,15 @@ run() {  # run NAME TIMEOUT CMD...
     timeout "$to" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
     summary+=("$(printf '%-12s rc=%-4s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
 }
+ab_runs() {  # ab_runs LOG GREP-PATTERN "SPECS" BENCH-ARGS...
+    local log=$1 pat=$2 specs=$3; shift 3
+    for rep in 1 2; do for spec in $specs; do
+        echo "== $spec" >> "$OUT/$log.log"
+        env $([ "$spec" = none ] || echo "$spec" | tr ',' ' ') timeout 150 "$BIN/farsight" bench --device cuda \
+            --bw-mb 256 "$@" 2>&1 | grep -E "$pat" >> "$OUT/$log.log"
+    done; done
+    summary+=("$log done")
+}
 for s in $STEPS; do
   case $s in
     tests_nobench) run test_gpu 300 "$BIN/test_gpu" --gtest_color=no ;;  # correctness only (bench tests skip)
@@ -74,32 +83,17 @@ for s in $STEPS; do
           --kv-tokens 60000 --bw-mb 256 2>&1 | grep -E "^device|decode batch|rror" >> "$OUT/ablate.log"
       done
       summary+=("ablate done") ;;
-    prefill_ab)  # A/B of environment settings on llama2-7b prefill (8K, 32K), each run twice:
-      # PREFILL_AB="none FARSIGHT_PREFILL=ws FARSIGHT_PREFILL=ws,FARSIGHT_WS_STAGES=3"
-      for rep in 1 2; do for spec in ${PREFILL_AB:-none}; do
-        echo "== $spec" >> "$OUT/prefill_ab.log"
-        env $([ "$spec" = none ] || echo "$spec" | tr ',' ' ') timeout 120 "$BIN/farsight" bench --device cuda --dummy llama2-7b \
-          --decode 4 --prefill-lens ${PREFILL_LENS:-8192 32768} --decode-ctx 128 --decode-batches 1 --batch-ctx 128 \
-          --kv-tokens 34000 --bw-mb 256 2>&1 | grep -E "^device|prefill|rror" >> "$OUT/prefill_ab.log"
-      done; done
-      summary+=("prefill_ab done") ;;
-    ab8b)  # A/B of environment settings on llama3-8b decode at ctx 1K, batch 1 and 32, each run twice:
-      for rep in 1 2; do for spec in ${AB8B:-none}; do
-        echo "== $spec" >> "$OUT/ab8b.log"
-        env $([ "$spec" = none ] || echo "$spec" | tr ',' ' ') "$BIN/farsight" bench --device cuda --dummy llama3-8b \
-          --decode 32 --prefill-lens 16 --decode-ctx 1024 --decode-batches 32 --batch-ctx 1024 \
-          --kv-tokens 40000 --bw-mb 256 2>&1 | grep -E "^device|decode batch|rror" >> "$OUT/ab8b.log"
-      done; done
-      summary+=("ab8b done") ;;
-    ab)  # A/B of environment settings on batch-1 decode (llama2-7b, ctx 128 and 32K), each run twice:
-      # AB="none FARSIGHT_GEMV_PREFETCH_KB=0 FARSIGHT_DECODE_MIN_PART=32,FARSIGHT_GEMV_PREFETCH_KB=0"
-      for rep in 1 2; do for spec in ${AB:-none}; do
-        echo "== $spec" >> "$OUT/ab.log"
-        env $([ "$spec" = none ] || echo "$spec" | tr ',' ' ') "$BIN/farsight" bench --device cuda --dummy llama2-7b \
-          --decode 64 --prefill-lens 16 --decode-ctx ${AB_CTX:-128 32768} --decode-batches 1 --batch-ctx 128 \
-          --kv-tokens 34000 --bw-mb 256 2>&1 | grep -E "^device|decode batch" >> "$OUT/ab.log"
-      done; done
-      summary+=("ab done") ;;
+    # A/B of environment settings: each spec (comma-separated VAR=value, or none) runs the same
+    # bench twice, interleaved with the others
+    prefill_ab)  # llama2-7b prefill (8K, 32K); PREFILL_AB="none FARSIGHT_PREFILL=sm90"
+      ab_runs prefill_ab "^device|prefill|rror" "${PREFILL_AB:-none}" --dummy llama2-7b --decode 4 \
+        --prefill-lens ${PREFILL_LENS:-8192 32768} --decode-ctx 128 --decode-batches 1 --batch-ctx 128 --kv-tokens 34000 ;;
+    ab8b)  # llama3-8b decode at ctx 1K, batch 1 and 32
+      ab_runs ab8b "^device|decode batch|rror" "${AB8B:-none}" --dummy llama3-8b --decode 32 --prefill-lens 16 \
+        --decode-ctx 1024 --decode-batches 32 --batch-ctx 1024 --kv-tokens 40000 ;;
+    ab)  # batch-1 decode (llama2-7b, ctx 128 and 32K); AB="none FARSIGHT_DECODE_MIN_PART=64"
+      ab_runs ab "^device|decode batch" "${AB:-none}" --dummy llama2-7b --decode 64 --prefill-lens 16 \
+        --decode-ctx ${AB_CTX:-128 32768} --decode-batches 1 --batch-ctx 128 --kv-tokens 34000 ;;
     ncu_attn)  # full ncu sections of one sm90 prefill attention launch (8K prompt, llama2-7b)
       run ncu_attn 300 ncu --set full --kernel-name regex:prefill_sm90 --launch-skip 3 --launch-count 1 \
         -o "$OUT/ncu_attn" "$BIN/farsight" bench --device cuda --dummy llama2-7b --decode 1 \

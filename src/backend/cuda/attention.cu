@@ -13,9 +13,9 @@
 #include <algorithm>
 #include <cfloat>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
-#include <string>
 #include <tuple>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -50,9 +50,9 @@ __device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, i
     return r;
 }
 
-// Fewest keys per decode partition: 32 (one round of the decode kernel's K/V loads at D = 128, issued
-// before pdl_wait; H200 llama2-7b batch 1 ctx 128: 84.4 -> 85.5% of roofline against 64, ctx 32K
-// unchanged), or FARSIGHT_DECODE_MIN_PART (16..1024, a multiple of 16) for measurements.
+// Fewest keys per decode partition: 32 (one round of the decode kernel's K/V loads at D = 128,
+// issued before pdl_wait; H200 llama2-7b batch 1 ctx 128: 84.4 -> 85.5% of roofline against 64, ctx
+// 32K unchanged), or FARSIGHT_DECODE_MIN_PART (16..1024, a multiple of 16) for measurements.
 int decode_min_partition() {
     static const int v = [] {
         const char* e = std::getenv("FARSIGHT_DECODE_MIN_PART");
@@ -278,7 +278,7 @@ constexpr int decode_min_blocks() {
 template <typename T, int D, int GP>
 __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
-    pdl_trigger();  // pdl_wait() comes after the first K/V loads (see below)
+    pdl_trigger();                      // pdl_wait() comes after the first K/V loads (see below)
     constexpr int LPK = D / 8;          // lanes per key row
     constexpr int KPW = 32 / LPK;       // key rows per warp load
     constexpr int U = GP >= 8 ? 2 : 4;  // loads in flight per lane (registers)
@@ -778,9 +778,9 @@ __global__ void __launch_bounds__(kPfWarps * 32) prefill2_kernel(AttnLaunch a, D
     cp_async_commit();
     for (int32_t kt = lo; kt < hi; kt += kPfKeys, stage ^= 1) {
         if (kt + kPfKeys < hi) load_tile(stage ^ 1, kt + kPfKeys);
-        cp_async_commit();  // possibly empty: keeps the group count uniform
-        cp_async_wait<1>();   // this stage's tile has landed (for this thread) ...
-        __syncthreads();    // ... and for every thread
+        cp_async_commit();   // possibly empty: keeps the group count uniform
+        cp_async_wait<1>();  // this stage's tile has landed (for this thread) ...
+        __syncthreads();     // ... and for every thread
         const uint16_t* ks = smem + stage * 2 * TILE;
         const uint16_t* vs = ks + TILE;
 
@@ -951,8 +951,7 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     float* accw = ml + n_tokens * a.H * splits * 2;
     if (a.D == 64)  // merges its partitions itself
         return launch_decode_g<T, 64>(a, m, n_tokens, splits, ml, accw, cnt, st);
-    if (a.D == 128)
-        return launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    if (a.D == 128) return launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
     if (a.D <= 32)
         launch_splitk_t<T, 1>(a, m, n_tokens, splits, ml, accw, st);
     else if (a.D <= 64)
@@ -1087,11 +1086,10 @@ namespace {
 // FARSIGHT_PREFILL=v2 the mma.sync kernel (prefill2_kernel, the default before Hopper).
 enum class PrefillEnv { Default, V2, Sm90 };
 PrefillEnv prefill_env() {
-    const char* pe = std::getenv("FARSIGHT_PREFILL");
-    const std::string v = pe ? pe : "";
-    if (v == "v2") return PrefillEnv::V2;
-    if (v == "sm90") return PrefillEnv::Sm90;
-    return PrefillEnv::Default;  // "", "ws"
+    const char* pe = std::getenv("FARSIGHT_PREFILL");  // read per launch: tests switch it
+    if (pe && std::strcmp(pe, "v2") == 0) return PrefillEnv::V2;
+    if (pe && std::strcmp(pe, "sm90") == 0) return PrefillEnv::Sm90;
+    return PrefillEnv::Default;  // unset, "", "ws"
 }
 // the sm90 kernel, or the ws kernel in its place (both take tiles of 128 rows)
 bool prefill_takes_sm90(int64_t D, PrefillEnv env) {

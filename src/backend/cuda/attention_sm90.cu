@@ -123,7 +123,6 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     constexpr int TILE = sm90_tile_bytes<D>();
     constexpr int BC = kSm90Keys;
     extern __shared__ __align__(128) uint8_t smem_raw[];
-    using P = Pack<T>;
 
     const int wg = threadIdx.x / 128;  // warpgroup: rows q0 + 64 wg .. q0 + 64 wg + 63
     const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
@@ -222,9 +221,9 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
     int stage = 0;
     for (int32_t kt = lo; kt < hi; kt += BC, stage = stage == kSm90Stages - 1 ? 0 : stage + 1) {
         cp_async_wait<kSm90Stages - 2>();  // this thread's copies of tile kt landed ...
-        fence_proxy_async();  // ... and are visible to the async proxy (wgmma) ...
-        __syncthreads();      // ... for every thread; and every thread has waited for the
-                              // wgmmas of the previous tile: that tile's stage is free
+        fence_proxy_async();               // ... and are visible to the async proxy (wgmma) ...
+        __syncthreads();  // ... for every thread; and every thread has waited for the
+                          // wgmmas of the previous tile: that tile's stage is free
         // tile kt + (kSm90Stages-1) BC into the stage of the previous tile (issued before the S
         // wgmmas: issuing them while the accumulators are in flight costs registers)
         {
@@ -273,23 +272,8 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 #pragma unroll
             for (int i = 0; i < BC / 2; ++i) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
         }
-        float alpha[2], muse[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float mnew = fmaxf(mr[r], mx[r] * sl2);  // -inf stays -inf
-            muse[r] = mnew == -INFINITY ? 0.0f : mnew;
-            alpha[r] = ex2_ftz(mr[r] - muse[r]);  // 0 when mr was -inf
-            mr[r] = mnew;
-        }
-        float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int i = 0; i < BC / 2; ++i) {
-            const float p = ex2_ftz(fmaf(s[i], sl2, -muse[(i >> 1) & 1]));  // 0 for -inf
-            s[i] = p;
-            rs[(i >> 1) & 1] += p;
-        }
+        float alpha[2], rs[2];
+        online_softmax_tile(s, mx, mr, sl2, alpha, rs);
 #pragma unroll
         for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
 #pragma unroll
@@ -297,13 +281,7 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
 
         // P as the A operand of k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1
         uint32_t pa[BC / 16][4];
-#pragma unroll
-        for (int j = 0; j < BC / 16; ++j) {
-            pa[j][0] = P::pack(s[8 * j + 0], s[8 * j + 1]);
-            pa[j][1] = P::pack(s[8 * j + 2], s[8 * j + 3]);
-            pa[j][2] = P::pack(s[8 * j + 4], s[8 * j + 5]);
-            pa[j][3] = P::pack(s[8 * j + 6], s[8 * j + 7]);
-        }
+        pack_p<T>(s, pa);
 
         // O += P V, MN-major B (imm-trans-b = 1): k-step j = key groups 2j, 2j+1
         reg_fence(o);
@@ -318,27 +296,13 @@ __global__ void __launch_bounds__(kSm90Threads, sm90_min_blocks<D>())
         reg_fence(o);
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
-        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
-        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
-    }
+    finish_row_sums(lr);
     // q_start read again (volatile): otherwise the compiler keeps the row index of the Q load
     // alive across the loop, which at 168 registers means a spill
     const int32_t q_start = *reinterpret_cast<const volatile int32_t*>(&m.seqs[sidx].q_start);
     T* out = static_cast<T*>(a.out);
     T* out0 = out + (q_start + r0) * a.out_ld + h * D + tig * 2;
-    T* out1 = out0 + 8 * a.out_ld;
-#pragma unroll
-    for (int nd = 0; nd < D / 8; ++nd) {
-        if (v0)
-            *reinterpret_cast<uint32_t*>(out0 + nd * 8) =
-                P::pack(o[4 * nd + 0] * lr[0], o[4 * nd + 1] * lr[0]);
-        if (v1)
-            *reinterpret_cast<uint32_t*>(out1 + nd * 8) =
-                P::pack(o[4 * nd + 2] * lr[1], o[4 * nd + 3] * lr[1]);
-    }
+    store_o_rows<T, D>(o, lr, out0, out0 + 8 * a.out_ld, v0, v1);
 #else
     __trap();  // never launched: prefill_sm90_available() is false without sm_90a code
 #endif

@@ -279,7 +279,6 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using L = WsLayout<D, ST>;
     constexpr int BN = kWsKeys;
-    using P = Pack<T>;
     extern __shared__ __align__(1024) uint8_t smem_raw[];
     const uint32_t base =
         (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
@@ -449,23 +448,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #pragma unroll
             for (int i = 0; i < BN / 2; ++i) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
         }
-        float muse[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float mnew = fmaxf(mr[r], mx[r] * sl2);  // -inf stays -inf
-            muse[r] = mnew == -INFINITY ? 0.0f : mnew;
-            alpha[r] = ex2_ftz(mr[r] - muse[r]);  // 0 when mr was -inf
-            mr[r] = mnew;
-            rs[r] = 0.0f;
-        }
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) {
-            const float p = ex2_ftz(fmaf(s[i], sl2, -muse[(i >> 1) & 1]));  // 0 for -inf
-            s[i] = p;
-            rs[(i >> 1) & 1] += p;
-        }
+        online_softmax_tile(s, mx, mr, sl2, alpha, rs);
     };
     // O *= alpha, l = l alpha + rs, P = T(p)
     auto rescale_pack = [&](const float(&alpha)[2], const float(&rs)[2]) {
@@ -473,13 +456,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
         for (int r = 0; r < 2; ++r) lr[r] = lr[r] * alpha[r] + rs[r];
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
-#pragma unroll
-        for (int j = 0; j < BN / 16; ++j) {
-            pa[j][0] = P::pack(s[8 * j + 0], s[8 * j + 1]);
-            pa[j][1] = P::pack(s[8 * j + 2], s[8 * j + 3]);
-            pa[j][2] = P::pack(s[8 * j + 4], s[8 * j + 5]);
-            pa[j][3] = P::pack(s[8 * j + 6], s[8 * j + 7]);
-        }
+        pack_p<T>(s, pa);
     };
 
     // tile 0: S only
@@ -540,24 +517,10 @@ __global__ void __launch_bounds__(kWsThreads, 1)
         release(empty_v(s_last));
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
-        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
-        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
-    }
+    finish_row_sums(lr);
     T* out = static_cast<T*>(a.out);
     T* out0 = out + (static_cast<int64_t>(seq.q_start) + r0) * a.out_ld + h * D + tig * 2;
-    T* out1 = out0 + 8 * a.out_ld;
-#pragma unroll
-    for (int nd = 0; nd < D / 8; ++nd) {
-        if (v0)
-            *reinterpret_cast<uint32_t*>(out0 + nd * 8) =
-                P::pack(o[4 * nd + 0] * lr[0], o[4 * nd + 1] * lr[0]);
-        if (v1)
-            *reinterpret_cast<uint32_t*>(out1 + nd * 8) =
-                P::pack(o[4 * nd + 2] * lr[1], o[4 * nd + 3] * lr[1]);
-    }
+    store_o_rows<T, D>(o, lr, out0, out0 + 8 * a.out_ld, v0, v1);
 #else
     __trap();  // never launched: prefill_sm90_available() is false without sm_90a code
 #endif

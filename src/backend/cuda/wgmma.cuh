@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -54,7 +55,6 @@ __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-
 template <typename T>
 struct Pack;
 template <>
@@ -71,6 +71,72 @@ struct Pack<__half> {
         return *reinterpret_cast<uint32_t*>(&v);
     }
 };
+
+// ---- the online softmax of a wgmma m64nNk16 S tile, per thread (rows r0 and r0 + 8 of the
+// warp's 16: accumulator pairs (i >> 1) & 1 = 0 and 1) ----
+// mx: this thread's raw row maxima of S (masked entries -inf); reduced over the quad, then the
+// running maxima mr (base 2, scale sl2 folded in) move on: alpha = 2^(old - new) (0 when the old
+// one was -inf), s <- 2^(s sl2 - m) (0 for -inf), rs = this thread's row sums of the new s.
+template <int N>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[N], float (&mx)[2], float (&mr)[2],
+                                                    float sl2, float (&alpha)[2], float (&rs)[2]) {
+    float muse[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float mnew = fmaxf(mr[r], mx[r] * sl2);  // -inf stays -inf
+        muse[r] = mnew == -INFINITY ? 0.0f : mnew;
+        alpha[r] = ex2_ftz(mr[r] - muse[r]);  // 0 when mr was -inf
+        mr[r] = mnew;
+        rs[r] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const float p = ex2_ftz(fmaf(s[i], sl2, -muse[(i >> 1) & 1]));  // 0 for -inf
+        s[i] = p;
+        rs[(i >> 1) & 1] += p;
+    }
+}
+
+// P (this thread's N accumulator values of an S tile of 2N keys, rounded to T) as the A operand
+// of the P V wgmma: k-step j (keys 16j..16j+15) = accumulator n-blocks 2j, 2j+1.
+template <typename T, int N>
+__device__ __forceinline__ void pack_p(const float (&s)[N], uint32_t (&pa)[N / 8][4]) {
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j) {
+        pa[j][0] = Pack<T>::pack(s[8 * j + 0], s[8 * j + 1]);
+        pa[j][1] = Pack<T>::pack(s[8 * j + 2], s[8 * j + 3]);
+        pa[j][2] = Pack<T>::pack(s[8 * j + 4], s[8 * j + 5]);
+        pa[j][3] = Pack<T>::pack(s[8 * j + 6], s[8 * j + 7]);
+    }
+}
+
+// lr: this thread's partial row sums -> 1 / (the row's sum) over the quad (0 for an empty row).
+__device__ __forceinline__ void finish_row_sums(float (&lr)[2]) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
+        lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+        lr[r] = lr[r] > 0.0f ? 1.0f / lr[r] : 0.0f;
+    }
+}
+
+// O (the m64n{D} accumulator) * 1/l stored as T: row r0 at out0 (when v0), row r0 + 8 at out1
+// (when v1); out0/out1 point at this thread's first column pair.
+template <typename T, int D>
+__device__ __forceinline__ void store_o_rows(const float (&o)[D / 2], const float (&lr)[2], T* out0,
+                                             T* out1, bool v0, bool v1) {
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) {
+        if (v0)
+            *reinterpret_cast<uint32_t*>(out0 + nd * 8) =
+                Pack<T>::pack(o[4 * nd + 0] * lr[0], o[4 * nd + 1] * lr[0]);
+        if (v1)
+            *reinterpret_cast<uint32_t*>(out1 + nd * 8) =
+                Pack<T>::pack(o[4 * nd + 2] * lr[1], o[4 * nd + 3] * lr[1]);
+    }
+}
 
 // d (64 x N, f32) = A (64 x 16, registers) * B (16 x N, smem descriptor) + (scale_d ? d : 0).
 // TRANS = imm-trans-b: 0 = B K-major, 1 = B MN-major.
