@@ -3,6 +3,7 @@
 // throughput. Results are printed as "BENCH name value unit" lines.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -61,6 +62,13 @@ TEST(CudaBench, Roofline) {
     EXPECT_GT(r.bf16_gemm_tflops, 10.0);
 }
 
+namespace {
+// The DecodeLinear weights: a cheap deterministic pattern in [-0.5, 0.5).
+float weight_at(size_t i) {
+    return float((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+}
+}  // namespace
+
 TEST(CudaBench, DecodeLinear) {
     FS_REQUIRE_BENCH();
     Backend& b = gpu();
@@ -70,11 +78,12 @@ TEST(CudaBench, DecodeLinear) {
     };
     for (S s : {S{4096, 4096}, S{14336 * 2, 4096}, S{4096, 14336}, S{1024, 4096}}) {
         std::vector<float> w(size_t(s.N) * s.K);
-        for (size_t i = 0; i < w.size(); ++i) w[i] = float((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < w.size(); ++i) w[i] = weight_at(i);
         Tensor tw = upload(b, w, s.N, s.K, dt);
         w = {};
         for (int64_t T : {1, 4, 16, 32, 64}) {
-            Tensor x = upload(b, randv(T * s.K, dt), T, s.K, dt);
+            const std::vector<float> xv = randv(T * s.K, dt);
+            Tensor x = upload(b, xv, T, s.K, dt);
             Tensor out = b.alloc(dt, T, s.N);
             double ms = time_ms(b, 20,
                                 [&] {
@@ -85,6 +94,22 @@ TEST(CudaBench, DecodeLinear) {
             std::printf("BENCH linear T=%ld N=%ld K=%ld %.1f us %.0f GB/s (%.0f%% of copy)\n",
                         long(T), long(s.N), long(s.K), ms * 1e3, gbps,
                         g_copy_gbps > 0 ? 100 * gbps / g_copy_gbps : 0.0);
+            // what was timed computed the product: spot rows of the first and last token
+            // against fp64 (the weights from their formula, rounded as uploaded)
+            const std::vector<float> got = download(b, out);
+            std::vector<float> g;
+            std::vector<double> ref;
+            for (int64_t t : {int64_t{0}, T - 1})
+                for (int64_t n = 0; n < s.N; n += s.N / 8) {
+                    double d = 0;
+                    for (int64_t k = 0; k < s.K; ++k) {
+                        const size_t i = size_t(n) * s.K + k;
+                        d += double(round_to(dt, weight_at(i))) * xv[t * s.K + k];
+                    }
+                    g.push_back(got[t * s.N + n]);
+                    ref.push_back(d);
+                }
+            EXPECT_LT(rel_l2(g, ref), 1e-2) << "T=" << T << " N=" << s.N << " K=" << s.K;
         }
     }
 }
@@ -152,10 +177,13 @@ TEST(CudaBench, Attention) {
         double bytes = double(S) * ctx * KVH * D * 2 * 2;
         std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
                     bytes / (ms * 1e-3) / 1e9);
+        for (float v : download(b, o1)) ASSERT_TRUE(std::isfinite(v));
         // prefill of the same batch (16 x 4096 tokens, causal): the default kernel (the
         // warp-specialized one on Hopper), then the sm90 kernel it replaced
         // (FARSIGHT_PREFILL=sm90), then prefill2 (FARSIGHT_PREFILL=v2)
+        // (the three must agree: the last 64 query rows of the first sequence, all heads)
         b.begin_forward(fill);
+        std::vector<float> first;
         for (const char* v : {"ws", "sm90", "v2"}) {
             setenv("FARSIGHT_PREFILL", v, 1);
             const int64_t ws0 = cuda::prefill_ws_launches();
@@ -165,6 +193,13 @@ TEST(CudaBench, Attention) {
                         v[0] ? "_" : "", v, pms, flops / (pms * 1e-3) / 1e12);
             if (v[0] == 'w' && cuda::prefill_ws_launches() == ws0)
                 std::printf("  (prefill_attention_ws: the ws kernel did not run, sm90 timed)\n");
+            const std::vector<float> tail = download(b, out.rows_view(ctx - 64, 64));
+            if (first.empty()) {
+                first = tail;
+                continue;
+            }
+            std::vector<double> ref(first.begin(), first.end());
+            EXPECT_LT(rel_l2(tail, ref), 1e-2) << v << " against ws";
         }
         unsetenv("FARSIGHT_PREFILL");
     }

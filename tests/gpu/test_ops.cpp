@@ -1,9 +1,9 @@
 // Element-wise ops and linear of the CUDA backend against naive fp64 host references computed
 // from the same dtype-rounded inputs.
-#include <optional>
 #include <algorithm>
 #include <cstdlib>
 #include <numeric>
+#include <optional>
 
 #include "gpu_test_util.h"
 
@@ -220,7 +220,8 @@ TEST_P(CudaOps, FusedDecodeOps) {
             for (float v : res) ss += double(v) * v;
             const double inv = 1.0 / std::sqrt(ss / K + 1e-5);
             std::vector<double> h(K), ref(N);
-            for (int64_t k = 0; k < K; ++k) h[k] = round_to(dt, lnw[k] * round_to(dt, res[k] * inv));
+            for (int64_t k = 0; k < K; ++k)
+                h[k] = round_to(dt, lnw[k] * round_to(dt, res[k] * inv));
             for (int64_t n = 0; n < N; ++n) {
                 double acc = with_bias ? bias[n] : 0.0;
                 for (int64_t k = 0; k < K; ++k) acc += h[k] * w[n * K + k];
