@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cuda/kernels.cuh"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -41,11 +42,8 @@ void expect_close(const std::vector<float>& want, const std::vector<float>& got,
 
 }  // namespace
 
-class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
-
-TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
-    FS_REQUIRE_GPU();
-    const DType dt = GetParam();
+namespace {
+void run_fused(DType dt) {
     Backend& b = gpu(dt);
     const std::vector<Geo> geos = {
         {32, 32, 128, 0},   // Llama-2 (MHA)
@@ -125,6 +123,27 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
             if (::testing::Test::HasFatalFailure()) return;
         }
     }
+}
+
+}  // namespace
+
+class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
+    FS_REQUIRE_GPU();
+    run_fused(GetParam());
+}
+
+// FARSIGHT_DECODE=tc: rope_attention of a decode step on a GQA geometry (2..8 q heads per kv
+// head) rotates and stores with rope_store_kernel, then runs the tensor-core decode kernel
+// (no fold-in); the same comparison, and the tc kernel must have run.
+TEST_P(CudaDecodeFused, RopeAttentionWithTcDecodeKernel) {
+    FS_REQUIRE_GPU();
+    setenv("FARSIGHT_DECODE", "tc", 1);
+    const int64_t before = cuda::decode_tc_launches();
+    run_fused(GetParam());
+    EXPECT_GT(cuda::decode_tc_launches(), before) << "the tc kernel did not run";
+    unsetenv("FARSIGHT_DECODE");
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaDecodeFused, ::testing::Values(DType::BF16, DType::F16),
