@@ -134,16 +134,21 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
     run_fused(GetParam());
 }
 
-// FARSIGHT_DECODE=tc: rope_attention of a decode step on a GQA geometry (2..8 q heads per kv
-// head) rotates and stores with rope_store_kernel, then runs the tensor-core decode kernel
-// (no fold-in); the same comparison, and the tc kernel must have run.
+// FARSIGHT_DECODE=tc: on the GQA geometries (2..8 q heads per kv head) the tensor-core decode
+// kernel runs both sides: rope_attention with the rotation and store folded into it, against
+// rope() + attention() (the tc kernel without the fold-in). FARSIGHT_DECODE=tc_norope:
+// rope_attention runs rope_store_kernel, then the tc kernel. The tc kernel must have run.
 TEST_P(CudaDecodeFused, RopeAttentionWithTcDecodeKernel) {
     FS_REQUIRE_GPU();
-    setenv("FARSIGHT_DECODE", "tc", 1);
-    const int64_t before = cuda::decode_tc_launches();
-    run_fused(GetParam());
-    EXPECT_GT(cuda::decode_tc_launches(), before) << "the tc kernel did not run";
-    unsetenv("FARSIGHT_DECODE");
+    for (const char* v : {"tc", "tc_norope"}) {
+        SCOPED_TRACE(v);
+        setenv("FARSIGHT_DECODE", v, 1);
+        const int64_t before = cuda::decode_tc_launches();
+        run_fused(GetParam());
+        EXPECT_GT(cuda::decode_tc_launches(), before) << "the tc kernel did not run";
+        unsetenv("FARSIGHT_DECODE");
+        if (::testing::Test::HasFatalFailure()) return;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaDecodeFused, ::testing::Values(DType::BF16, DType::F16),

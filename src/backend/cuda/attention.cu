@@ -997,11 +997,64 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     };
 
     // The block table and the keys of earlier steps do not depend on the kernel before this
-    // one, but this step's own keys (stored by rope_store / kv_store) do: wait first.
+    // one, but this step's own keys (stored by rope_store / kv_store, or below) do: wait first.
     int32_t pslot[kTcStages];
 #pragma unroll
     for (int j = 0; j < kTcStages; ++j) pslot[j] = row_slot(j);
     pdl_wait();
+
+    // a.rope_store (single-token steps): rotate q (below) and the new k as rope_kernel does
+    // (qkv keeps the unrotated values: other blocks read them) and store the new k and v at
+    // slot_mapping[t]; the last partition, the one whose keys include the query's own, stores
+    // them before its copies start and then reads them back like every other key.
+    const bool fuse = a.rope_store != 0;
+    const uint16_t* qkv16 = static_cast<const uint16_t*>(a.qkv) + static_cast<size_t>(t) * a.ld;
+    int32_t rvar = 0;
+    float rpos = 0.0f, rscale = 1.0f;
+    if (fuse) {
+        rvar = m.seqs[tr.seq].rope_variant;
+        rpos = static_cast<float>(m.positions[t]);
+        rscale = m.rope_scaling[rvar];
+    }
+    const float* rinv = fuse ? m.inv_freq + m.rope_offset[rvar] : nullptr;
+    auto rope_cs = [&](int f, float& c, float& sn) {  // rope_kernel's rounded cos / sin
+        float sv, cv;
+        sincosf(__fmul_rn(rpos, rinv[f]), &sv, &cv);
+        c = round_to<T>(cv * rscale);
+        sn = round_to<T>(sv * rscale);
+    };
+    if (fuse && static_cast<int32_t>(blockIdx.x) == used - 1) {
+        if (warp == 0) {
+            constexpr int LPK = D / 8;  // lane cl: dims cl*8 .. +7, rotate_half partner cl ^ LPK/2
+            const int cl = lane % LPK;
+            const uint16_t* krow = qkv16 + (a.H + kvh) * D + cl * 8;
+            const uint4 vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
+            float kf[8];
+            unpack8<T>(*reinterpret_cast<const uint4*>(krow), kf);
+            const bool first_half = cl < LPK / 2;
+            uint4 knew;
+            T* ke = reinterpret_cast<T*>(&knew);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                float c, sn;
+                rope_cs((cl % (LPK / 2)) * 8 + e, c, sn);
+                const float o = __shfl_xor_sync(0xffffffffu, kf[e], LPK / 2);
+                const float kc = round_to<T>(kf[e] * c);
+                const float r = first_half ? round_to<T>(kc + round_to<T>(-o * sn))
+                                           : round_to<T>(kc + round_to<T>(o * sn));
+                ke[e] = from_f<T>(r);
+            }
+            const int32_t slot = m.slot_mapping[t];
+            if (lane < LPK && slot >= 0) {  // eager padding rows have none
+                const size_t off = static_cast<size_t>(slot) * slot_stride + kvh * D + cl * 8;
+                T* kw = static_cast<T*>(const_cast<void*>(a.k_pool));
+                T* vw = static_cast<T*>(const_cast<void*>(a.v_pool));
+                *reinterpret_cast<uint4*>(kw + off) = knew;
+                *reinterpret_cast<uint4*>(vw + off) = vnew;
+            }
+        }
+        __syncthreads();  // the new row is in memory before any warp's copies of it
+    }
 #pragma unroll
     for (int j = 0; j < kTcStages - 1; ++j) {
         if (j < ntiles) issue(j, pslot[j]);
@@ -1013,12 +1066,32 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     uint32_t qb[D / 16][2];
     {
         const bool hv = gq < G;
-        const uint16_t* qr = static_cast<const uint16_t*>(a.qkv) + static_cast<size_t>(t) * a.ld +
-                             (kvh * G + (hv ? gq : 0)) * D + 2 * tg;
+        const uint16_t* qr = qkv16 + (kvh * G + (hv ? gq : 0)) * D + 2 * tg;
 #pragma unroll
         for (int kc = 0; kc < D / 16; ++kc) {
             qb[kc][0] = hv ? *reinterpret_cast<const uint32_t*>(qr + kc * 16) : 0u;
             qb[kc][1] = hv ? *reinterpret_cast<const uint32_t*>(qr + kc * 16 + 8) : 0u;
+        }
+        if (fuse) {  // dims d and d + D/2 (rotate_half pairs) sit in qb[kc] and qb[kc + D/32]
+#pragma unroll
+            for (int kc = 0; kc < D / 32; ++kc) {
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    const T* x1 = reinterpret_cast<const T*>(&qb[kc][hh]);
+                    const T* x2 = reinterpret_cast<const T*>(&qb[kc + D / 32][hh]);
+                    float y1[2], y2[2];
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float c, sn;
+                        rope_cs(kc * 16 + hh * 8 + 2 * tg + e, c, sn);
+                        const float a1 = to_f(x1[e]), a2 = to_f(x2[e]);
+                        y1[e] = round_to<T>(round_to<T>(a1 * c) + round_to<T>(-a2 * sn));
+                        y2[e] = round_to<T>(round_to<T>(a2 * c) + round_to<T>(a1 * sn));
+                    }
+                    qb[kc][hh] = Op::pack(y1[0], y1[1]);
+                    qb[kc + D / 32][hh] = Op::pack(y2[0], y2[1]);
+                }
+            }
         }
     }
     const float qscale = a.scale * 1.4426950408889634f;  // scores in base 2
@@ -1268,7 +1341,7 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
                      void* work, int* cnt, cudaStream_t st) {
     float* ml = static_cast<float*>(work);
     float* accw = ml + n_tokens * a.H * splits * 2;
-    if (a.rope_store == 0 && decode_tc_applies(a.H, a.KVH, a.D)) {  // FARSIGHT_DECODE=tc
+    if (decode_tc_applies(a.H, a.KVH, a.D)) {  // FARSIGHT_DECODE=tc / tc_norope
         if (a.D == 64) return launch_decode_tc<T, 64>(a, m, n_tokens, splits, ml, accw, cnt, st);
         return launch_decode_tc<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
     }
@@ -1411,7 +1484,12 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 
 bool decode_tc_enabled() {
     const char* e = std::getenv("FARSIGHT_DECODE");
-    return e != nullptr && std::string(e) == "tc";
+    return e != nullptr && (std::string(e) == "tc" || std::string(e) == "tc_norope");
+}
+
+bool decode_tc_fold_rope() {
+    const char* e = std::getenv("FARSIGHT_DECODE");
+    return !(e != nullptr && std::string(e) == "tc_norope");
 }
 
 bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D) {
