@@ -452,6 +452,17 @@ TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
             EXPECT_EQ(n, 0) << c.name << ": the tc kernel ran where it does not apply";
         }
     }
+    // the other ring depths (FARSIGHT_DECODE_TC_STAGES) on the tc-specific cases
+    for (const char* nst : {"2", "4"}) {
+        setenv("FARSIGHT_DECODE_TC_STAGES", nst, 1);
+        for (const auto& c : extra) {
+            SCOPED_TRACE(std::string("stages ") + nst);
+            const int64_t before = cuda::decode_tc_launches();
+            run_case(c);
+            EXPECT_GT(cuda::decode_tc_launches(), before) << c.name << " stages " << nst;
+        }
+    }
+    unsetenv("FARSIGHT_DECODE_TC_STAGES");
     unsetenv("FARSIGHT_DECODE");
     // off again: the default kernel
     const int64_t before = cuda::decode_tc_launches();

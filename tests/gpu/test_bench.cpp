@@ -145,8 +145,11 @@ TEST(CudaBench, Attention) {
         Tensor q1 = upload(b, randv(S * C, dt), S, C, dt);
         Tensor o1 = b.alloc(dt, S, H * D);
         const double bytes = double(S) * ctx * KVH * D * 2 * 2;
-        for (const char* k : {"", "tc"}) {
-            if (k[0]) setenv("FARSIGHT_DECODE", k, 1);
+        // "", then the tc kernel with its default ring depth (3), then depths 2 and 4
+        // (FARSIGHT_DECODE_TC_STAGES)
+        for (const char* k : {"", "tc", "tc_s2", "tc_s4"}) {
+            if (k[0]) setenv("FARSIGHT_DECODE", "tc", 1);
+            if (k[0] && k[2]) setenv("FARSIGHT_DECODE_TC_STAGES", k + 4, 1);
             const int64_t tc0 = cuda::decode_tc_launches();
             double ms = time_ms(b, 20,
                                 [&] {
@@ -159,6 +162,7 @@ TEST(CudaBench, Attention) {
                         k[0] && cuda::decode_tc_launches() == tc0 ? " (tc kernel did not run)"
                                                                    : "");
             unsetenv("FARSIGHT_DECODE");
+            unsetenv("FARSIGHT_DECODE_TC_STAGES");
         }
         return q;
     };

@@ -912,7 +912,7 @@ void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
 // a.rope_store == 0): one block per (token, kv head, key partition), the partitions of
 // decode_kernel (split_part / a.min_part, merged by the last block to arrive). Each of the
 // kTcWarps warps takes every kTcWarps-th tile of 16 keys of the partition and streams its
-// tiles' K and V rows into its own kTcStages-deep shared-memory ring with cp.async (no CTA
+// tiles' K and V rows into its own NST-deep shared-memory ring with cp.async (no CTA
 // barrier in the loop; the block-table entries of the next tile are read one tile ahead).
 // Per tile: S^T = K Q^T (mma.sync m16n8k16, A = 16 keys x 16 dims of K by ldmatrix, B = Q^T:
 // 16 dims x the group's q heads, zero-padded to 8 columns, kept in registers), online softmax
@@ -921,15 +921,16 @@ void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
 // O^T += V^T P^T (A = 16 dims x 16 keys of V by ldmatrix.trans).
 constexpr int kTcWarps = 4;
 constexpr int kTcKeys = 16;   // keys per warp tile (the mma M dimension)
-constexpr int kTcStages = 3;  // per-warp ring depth: 2 tiles in flight while one is computed
+// per-warp ring depth NST (template; FARSIGHT_DECODE_TC_STAGES=2/3/4, default 3): NST-1 tiles
+// in flight while one is computed
 constexpr int kTcCols = 8;    // mma N: q heads of the group, zero-padded
 
-template <int D>
+template <int D, int NST>
 constexpr int decode_tc_smem_bytes() {  // padded rows: ldmatrix rows fall in distinct banks
-    return kTcWarps * kTcStages * 2 * kTcKeys * (D + 8) * 2;
+    return kTcWarps * NST * 2 * kTcKeys * (D + 8) * 2;
 }
-static_assert(decode_tc_smem_bytes<64>() >= kTcWarps * kTcCols * 64 * 4, "acc_s must fit");
-static_assert(decode_tc_smem_bytes<128>() >= kTcWarps * kTcCols * 128 * 4, "acc_s must fit");
+static_assert(decode_tc_smem_bytes<64, 2>() >= kTcWarps * kTcCols * 64 * 4, "acc_s must fit");
+static_assert(decode_tc_smem_bytes<128, 2>() >= kTcWarps * kTcCols * 128 * 4, "acc_s must fit");
 
 __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
     uint32_t r;
@@ -937,8 +938,8 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
     return r;
 }
 
-// grid (splits, KVH, n_tokens), kTcWarps*32 threads, decode_tc_smem_bytes<D>() dynamic smem.
-template <typename T, int D>
+// grid (splits, KVH, n_tokens), kTcWarps*32 threads, decode_tc_smem_bytes<D, NST>() dynamic smem.
+template <typename T, int D, int NST>
 __global__ void __launch_bounds__(kTcWarps * 32)
     decode_tc_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
     pdl_trigger();
@@ -970,7 +971,7 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
     const uint16_t* kp = static_cast<const uint16_t*>(a.k_pool) + kvh * D;
     const uint16_t* vp = static_cast<const uint16_t*>(a.v_pool) + kvh * D;
-    uint16_t* ring = smem + warp * (kTcStages * 2 * TILE);
+    uint16_t* ring = smem + warp * (NST * 2 * TILE);
 
     // this warp's tiles j = 0 .. ntiles-1: keys [wfirst + j * WSTEP, +16) (clipped at hi)
     const int32_t wfirst = lo + warp * kTcKeys;
@@ -981,9 +982,9 @@ __global__ void __launch_bounds__(kTcWarps * 32)
         if (j >= ntiles || i >= hi) return -1;
         return btab[i / bs] * bs + i % bs;
     };
-    // tile j's K and V rows into stage j % kTcStages (rows past hi zero-filled)
+    // tile j's K and V rows into stage j % NST (rows past hi zero-filled)
     auto issue = [&](int32_t j, int32_t myslot) {
-        uint16_t* ks = ring + (j % kTcStages) * 2 * TILE;
+        uint16_t* ks = ring + (j % NST) * 2 * TILE;
         uint16_t* vs = ks + TILE;
 #pragma unroll
         for (int k = 0; k < NI; ++k) {
@@ -998,9 +999,9 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 
     // The block table and the keys of earlier steps do not depend on the kernel before this
     // one, but this step's own keys (stored by rope_store / kv_store, or below) do: wait first.
-    int32_t pslot[kTcStages];
+    int32_t pslot[NST];
 #pragma unroll
-    for (int j = 0; j < kTcStages; ++j) pslot[j] = row_slot(j);
+    for (int j = 0; j < NST; ++j) pslot[j] = row_slot(j);
     pdl_wait();
 
     // a.rope_store (single-token steps): rotate q (below) and the new k as rope_kernel does
@@ -1056,11 +1057,11 @@ __global__ void __launch_bounds__(kTcWarps * 32)
         __syncthreads();  // the new row is in memory before any warp's copies of it
     }
 #pragma unroll
-    for (int j = 0; j < kTcStages - 1; ++j) {
+    for (int j = 0; j < NST - 1; ++j) {
         if (j < ntiles) issue(j, pslot[j]);
         cp_async_commit();
     }
-    int32_t nslot = pslot[kTcStages - 1];  // rows of tile kTcStages-1, issued in iteration 0
+    int32_t nslot = pslot[NST - 1];  // rows of tile NST-1, issued in iteration 0
 
     // B = Q^T: b0 = q[head gq][kc*16 + 2tg, +1], b1 = the same 8 dims on (heads >= G: zeros)
     uint32_t qb[D / 16][2];
@@ -1105,13 +1106,13 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     const int krow_off = ((lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
     const int vrow_off = ((lane & 7) + (lane >> 4) * 8) * LDS + ((lane >> 3) & 1) * 8;
     for (int32_t j = 0; j < ntiles; ++j) {
-        __syncwarp();  // every lane is done with tile j-1's stage, which tile j+kTcStages-1 takes
-        if (j + kTcStages - 1 < ntiles) issue(j + kTcStages - 1, nslot);
+        __syncwarp();  // every lane is done with tile j-1's stage, which tile j+NST-1 takes
+        if (j + NST - 1 < ntiles) issue(j + NST - 1, nslot);
         cp_async_commit();  // possibly empty: keeps the group count uniform
-        nslot = row_slot(j + kTcStages);  // the block table one tile ahead
-        cp_async_wait<kTcStages - 1>();   // tile j has landed (this lane's copies) ...
+        nslot = row_slot(j + NST);  // the block table one tile ahead
+        cp_async_wait<NST - 1>();   // tile j has landed (this lane's copies) ...
         __syncwarp();                     // ... and every lane's
-        const uint16_t* ks = ring + (j % kTcStages) * 2 * TILE;
+        const uint16_t* ks = ring + (j % NST) * 2 * TILE;
         const uint16_t* vs = ks + TILE;
         const int32_t base = wfirst + j * WSTEP;
 
@@ -1275,29 +1276,45 @@ __global__ void __launch_bounds__(kTcWarps * 32)
 
 std::atomic<int64_t> g_decode_tc_launches{0};
 
-template <typename T, int D>
+int decode_tc_stages() {
+    const char* e = std::getenv("FARSIGHT_DECODE_TC_STAGES");
+    const int n = e ? std::atoi(e) : 3;
+    return n >= 2 && n <= 4 ? n : 3;
+}
+
+template <typename T, int D, int NST>
 void decode_tc_prepare() {
     static const bool done = [] {
-        FS_CUDA(cudaFuncSetAttribute(decode_tc_kernel<T, D>,
+        FS_CUDA(cudaFuncSetAttribute(decode_tc_kernel<T, D, NST>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     decode_tc_smem_bytes<D>()));
+                                     decode_tc_smem_bytes<D, NST>()));
         return true;
     }();
     (void)done;
 }
 
-template <typename T, int D>
-void launch_decode_tc(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
-                      float* ml, float* accw, int* cnt, cudaStream_t st) {
-    decode_tc_prepare<T, D>();
+template <typename T, int D, int NST>
+void launch_decode_tc_s(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                        float* ml, float* accw, int* cnt, cudaStream_t st) {
+    decode_tc_prepare<T, D, NST>();
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH),
               static_cast<unsigned>(n_tokens));
-    launch_pdl(decode_tc_kernel<T, D>, grid, dim3(kTcWarps * 32),
-               static_cast<size_t>(decode_tc_smem_bytes<D>()), st, "decode_tc_kernel", a, m,
-               splits, ml, accw, cnt);
+    launch_pdl(decode_tc_kernel<T, D, NST>, grid, dim3(kTcWarps * 32),
+               static_cast<size_t>(decode_tc_smem_bytes<D, NST>()), st, "decode_tc_kernel", a,
+               m, splits, ml, accw, cnt);
     FS_CUDA_LAUNCH("decode_tc_kernel");
     g_decode_tc_launches.fetch_add(1, std::memory_order_relaxed);
 }
+
+template <typename T, int D>
+void launch_decode_tc(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                      float* ml, float* accw, int* cnt, cudaStream_t st) {
+    const int nst = decode_tc_stages();
+    if (nst == 2) return launch_decode_tc_s<T, D, 2>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    if (nst == 4) return launch_decode_tc_s<T, D, 4>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    launch_decode_tc_s<T, D, 3>(a, m, n_tokens, splits, ml, accw, cnt, st);
+}
+
 template <typename T, int DPL>
 void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
                      float* ml, float* accw, cudaStream_t st) {
@@ -1387,15 +1404,32 @@ int occupancy(K kernel, int threads, size_t smem = 0) {
     return std::max(n, 1);
 }
 template <typename T>
-int decode_occupancy_t(int64_t D, int64_t G, bool tc) {
+int decode_occupancy_t(int64_t D, int64_t G, int tc) {  // tc: 0, else the ring depth
     constexpr int th = kDecWarps * 32;
     if (tc) {  // decode_tc_kernel (D 64/128, G 2..8): bounded by its shared-memory rings
+        auto occ = [](auto kernel, int smem) { return occupancy(kernel, kTcWarps * 32, smem); };
         if (D == 64) {
-            decode_tc_prepare<T, 64>();
-            return occupancy(decode_tc_kernel<T, 64>, kTcWarps * 32, decode_tc_smem_bytes<64>());
+            if (tc == 2) {
+                decode_tc_prepare<T, 64, 2>();
+                return occ(decode_tc_kernel<T, 64, 2>, decode_tc_smem_bytes<64, 2>());
+            }
+            if (tc == 4) {
+                decode_tc_prepare<T, 64, 4>();
+                return occ(decode_tc_kernel<T, 64, 4>, decode_tc_smem_bytes<64, 4>());
+            }
+            decode_tc_prepare<T, 64, 3>();
+            return occ(decode_tc_kernel<T, 64, 3>, decode_tc_smem_bytes<64, 3>());
         }
-        decode_tc_prepare<T, 128>();
-        return occupancy(decode_tc_kernel<T, 128>, kTcWarps * 32, decode_tc_smem_bytes<128>());
+        if (tc == 2) {
+            decode_tc_prepare<T, 128, 2>();
+            return occ(decode_tc_kernel<T, 128, 2>, decode_tc_smem_bytes<128, 2>());
+        }
+        if (tc == 4) {
+            decode_tc_prepare<T, 128, 4>();
+            return occ(decode_tc_kernel<T, 128, 4>, decode_tc_smem_bytes<128, 4>());
+        }
+        decode_tc_prepare<T, 128, 3>();
+        return occ(decode_tc_kernel<T, 128, 3>, decode_tc_smem_bytes<128, 3>());
     }
     if (D == 64 || D == 128) {
         const bool d64 = D == 64;
@@ -1411,9 +1445,9 @@ int decode_occupancy_t(int64_t D, int64_t G, bool tc) {
     return occupancy(splitk_kernel<T, 8>, s);
 }
 // Resident blocks per SM of the decode kernel that runs this geometry (cached).
-int decode_occupancy(DType dt, int64_t D, int64_t G, bool tc) {
+int decode_occupancy(DType dt, int64_t D, int64_t G, int tc) {
     static std::mutex mu;
-    static std::map<std::tuple<int, int64_t, int64_t, bool>, int> cache;
+    static std::map<std::tuple<int, int64_t, int64_t, int>, int> cache;
     std::lock_guard<std::mutex> lk(mu);
     const auto key = std::make_tuple(static_cast<int>(dt), D, G, tc);
     auto it = cache.find(key);
@@ -1427,16 +1461,17 @@ int decode_occupancy(DType dt, int64_t D, int64_t G, bool tc) {
 
 namespace {
 int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
-                               int64_t max_ctx, int num_sms, bool tc);
+                               int64_t max_ctx, int num_sms, int tc);
 }  // namespace
 
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms) {
     // Every layer of an eager step asks the same question: remember the last answer.
-    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
-    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0, false};
+    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
+    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0, 0};
     thread_local int64_t last_splits = 1;
-    const bool tc = decode_tc_applies(H, KVH, D);  // the kernel that will run (FARSIGHT_DECODE)
+    // the kernel that will run (FARSIGHT_DECODE): 0 decode_kernel, else the tc ring depth
+    const int tc = decode_tc_applies(H, KVH, D) ? decode_tc_stages() : 0;
     const auto key =
         std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms, tc);
     if (key == last_key) return last_splits;
@@ -1447,7 +1482,7 @@ int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH,
 
 namespace {
 int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
-                               int64_t max_ctx, int num_sms, bool tc) {
+                               int64_t max_ctx, int num_sms, int tc) {
     const int64_t G = H / KVH;
     const int64_t base = std::max<int64_t>(1, n_tokens * KVH * ((G + kGMax - 1) / kGMax));
     const int64_t slots =
