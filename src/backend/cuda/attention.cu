@@ -908,8 +908,9 @@ void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
 }
 
 // ---------------------------------------------------------------- decode on tensor cores
-// decode_tc_kernel (FARSIGHT_DECODE=tc; GQA with 2..8 q heads per kv head, head_dim 64/128,
-// a.rope_store == 0): one block per (token, kv head, key partition), the partitions of
+// decode_tc_kernel (FARSIGHT_DECODE=tc / tc_norope; GQA with 2..8 q heads per kv head,
+// head_dim 64/128; a.rope_store folds rope and the k/v store in, see below): one block per
+// (token, kv head, key partition), the partitions of
 // decode_kernel (split_part / a.min_part, merged by the last block to arrive). Each of the
 // kTcWarps warps takes every kTcWarps-th tile of 16 keys of the partition and streams its
 // tiles' K and V rows into its own NST-deep shared-memory ring with cp.async (no CTA
