@@ -100,7 +100,8 @@ for s in $STEPS; do
         --prefill-lens 8192 --decode-ctx 128 --decode-batches 1 --kv-tokens 20000 --bw-mb 256
       ncu --import "$OUT/ncu_attn.ncu-rep" --print-details all > "$OUT/ncu_attn.txt" 2>&1 ;;
     ncu_gqa)  # full ncu sections of one GQA decode attention launch (llama3-8b, batch 32, ctx 1K)
-      run ncu_gqa 300 env FARSIGHT_CUDA_GRAPHS=0 ncu --set full --kernel-name regex:decode_kernel --launch-skip 200 --launch-count 1 \
+      # (the tensor-core kernel: FARSIGHT_DECODE=tc NCU_GQA_KERNEL=decode_tc_kernel)
+      run ncu_gqa 300 env FARSIGHT_CUDA_GRAPHS=0 ncu --set full --kernel-name regex:${NCU_GQA_KERNEL:-decode_kernel} --launch-skip 200 --launch-count 1 \
         -o "$OUT/ncu_gqa" "$BIN/farsight" bench --device cuda --dummy llama3-8b --decode 2 \
         --prefill-lens 16 --decode-ctx 128 --decode-batches 32 --batch-ctx 1024 --kv-tokens 40000 --bw-mb 256
       ncu --import "$OUT/ncu_gqa.ncu-rep" --print-details all > "$OUT/ncu_gqa.txt" 2>&1 ;;

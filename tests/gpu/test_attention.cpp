@@ -402,3 +402,70 @@ TEST(CudaWgmma, DescriptorProbe) {
             ADD_FAILURE() << what << ": " << env << "=1 selects the wrong convention (B)";
     }
 }
+
+// The tensor-core GQA decode kernel (FARSIGHT_DECODE=tc) on every case, plus cases aimed at
+// its tiles (contexts around multiples of 16 and 64, the partition and window edges, a block
+// size that is not a power of two, 6 q heads per kv head, a 3-token chunk decoded per token),
+// against the fp64 reference. It must run on every case with a single-token sequence and 2..8
+// q heads per kv head at head_dim 64/128, and never elsewhere.
+TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
+    FS_REQUIRE_GPU();
+    std::vector<Case> all = cases();
+    const std::vector<Case> extra = {
+        {"tc_edges_gqa4_d128_bs16",
+         8,
+         2,
+         128,
+         16,
+         0,
+         {{0, 1}, {1, 1}, {14, 1}, {15, 1}, {16, 1}, {63, 1}, {64, 1}, {65, 1}, {127, 1},
+          {191, 1}, {4100, 1}}},
+        {"tc_long_gqa4_d128_single", 8, 2, 128, 16, 0, {{8191, 1}}},
+        {"tc_gqa8_d64_bs24_window300",
+         16,
+         2,
+         64,
+         24,
+         300,
+         {{0, 1}, {298, 1}, {299, 1}, {300, 1}, {1000, 1}, {77, 1}}},
+        {"tc_gqa6_d128", 12, 2, 128, 16, 0, {{1000, 1}, {5, 1}, {333, 1}}},
+        {"tc_gqa2_d128_f16_bs32_chunk", 4, 2, 128, 32, 0, {{500, 1}, {33, 3}, {2000, 1}},
+         DType::F16},
+        {"tc_gqa4_d64_f16_window16", 8, 2, 64, 16, 16, {{40, 1}, {16, 1}, {3, 1}, {700, 1}},
+         DType::F16},
+    };
+    all.insert(all.end(), extra.begin(), extra.end());
+    setenv("FARSIGHT_DECODE", "tc", 1);
+    for (const auto& c : all) {
+        bool single = false;
+        for (const auto& s : c.seqs) single = single || s.q_len == 1;
+        const int64_t G = c.H / c.KVH;
+        const bool applies = G >= 2 && G <= 8 && (c.D == 64 || c.D == 128);
+        const int64_t before = cuda::decode_tc_launches();
+        run_case(c);
+        const int64_t n = cuda::decode_tc_launches() - before;
+        std::printf("TC %s: %lld tc launches\n", c.name.c_str(), static_cast<long long>(n));
+        if (applies && single) {
+            EXPECT_GT(n, 0) << c.name << ": the tc kernel did not run";
+        }
+        if (!applies) {
+            EXPECT_EQ(n, 0) << c.name << ": the tc kernel ran where it does not apply";
+        }
+    }
+    // the other ring depths (FARSIGHT_DECODE_TC_STAGES) on the tc-specific cases
+    for (const char* nst : {"2", "4"}) {
+        setenv("FARSIGHT_DECODE_TC_STAGES", nst, 1);
+        for (const auto& c : extra) {
+            SCOPED_TRACE(std::string("stages ") + nst);
+            const int64_t before = cuda::decode_tc_launches();
+            run_case(c);
+            EXPECT_GT(cuda::decode_tc_launches(), before) << c.name << " stages " << nst;
+        }
+    }
+    unsetenv("FARSIGHT_DECODE_TC_STAGES");
+    unsetenv("FARSIGHT_DECODE");
+    // off again: the default kernel
+    const int64_t before = cuda::decode_tc_launches();
+    run_case(all.front());
+    EXPECT_EQ(cuda::decode_tc_launches(), before) << "FARSIGHT_DECODE unset ran the tc kernel";
+}

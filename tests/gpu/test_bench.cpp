@@ -153,15 +153,15 @@ TEST(CudaBench, Attention) {
     const DType dt = DType::BF16;
     const int64_t H = 32, KVH = 8, D = 128, bs = 16;
     AttnParams p{H, KVH, D, D, 1.0f / std::sqrt(128.0f), 0};
-    // decode: 16 sequences x 4096 context
-    {
-        const int64_t S = 16;
-        const int32_t ctx = 4096;
+    // decode: 32 sequences x 1024 context (llama3-8b batch 32), then 16 x 4096; each with the
+    // default kernel (decode_kernel) and the tensor-core one (FARSIGHT_DECODE=tc). Both include
+    // the kv_store kernel of the step, as before.
+    const int64_t C = (H + 2 * KVH) * D;
+    auto bench_decode = [&](int64_t S, int32_t ctx) {
         KVLayout L{1, S * ctx / bs + 1, bs, KVH, D, dt};
         b.init_kv(L);
         BatchMeta fill = make_meta(S, ctx, ctx, bs, nullptr);
         b.begin_forward(fill);
-        const int64_t C = (H + 2 * KVH) * D;
         Tensor q = upload(b, randv(S * ctx * C, dt), S * ctx, C, dt);
         Tensor out = b.alloc(dt, S * ctx, H * D);
         b.attention(0, q, p, out);
@@ -169,15 +169,45 @@ TEST(CudaBench, Attention) {
         b.begin_forward(dec);
         Tensor q1 = upload(b, randv(S * C, dt), S, C, dt);
         Tensor o1 = b.alloc(dt, S, H * D);
-        double ms = time_ms(b, 20,
-                            [&] {
-                                for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
-                            }) /
-                    20;
-        double bytes = double(S) * ctx * KVH * D * 2 * 2;
-        std::printf("BENCH decode_attention 16x4096 H32/KV8/D128 %.1f us %.0f GB/s\n", ms * 1e3,
-                    bytes / (ms * 1e-3) / 1e9);
-        for (float v : download(b, o1)) ASSERT_TRUE(std::isfinite(v));
+        const double bytes = double(S) * ctx * KVH * D * 2 * 2;
+        // "", then the tc kernel with its default ring depth (3), then depths 2 and 4
+        // (FARSIGHT_DECODE_TC_STAGES)
+        // (every variant must be finite and agree with the default kernel)
+        std::vector<float> first;
+        for (const char* k : {"", "tc", "tc_s2", "tc_s4"}) {
+            if (k[0]) setenv("FARSIGHT_DECODE", "tc", 1);
+            if (k[0] && k[2]) setenv("FARSIGHT_DECODE_TC_STAGES", k + 4, 1);
+            const int64_t tc0 = cuda::decode_tc_launches();
+            double ms = time_ms(b, 20,
+                                [&] {
+                                    for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
+                                }) /
+                        20;
+            std::printf("BENCH decode_attention%s%s %ldx%d H32/KV8/D128 %.1f us %.0f GB/s%s\n",
+                        k[0] ? "_" : "", k, static_cast<long>(S), ctx, ms * 1e3,
+                        bytes / (ms * 1e-3) / 1e9,
+                        k[0] && cuda::decode_tc_launches() == tc0 ? " (tc kernel did not run)"
+                                                                   : "");
+            unsetenv("FARSIGHT_DECODE");
+            unsetenv("FARSIGHT_DECODE_TC_STAGES");
+            const std::vector<float> o = download(b, o1);
+            for (float v : o) EXPECT_TRUE(std::isfinite(v)) << k;
+            if (first.empty()) {
+                first = o;
+            } else {
+                std::vector<double> ref(first.begin(), first.end());
+                EXPECT_LT(rel_l2(o, ref), 1e-2) << k << " against the default decode kernel";
+            }
+        }
+        return q;
+    };
+    bench_decode(32, 1024);
+    {
+        const int64_t S = 16;
+        const int32_t ctx = 4096;
+        Tensor q = bench_decode(S, ctx);
+        Tensor out = b.alloc(dt, S * ctx, H * D);
+        BatchMeta fill = make_meta(S, ctx, ctx, bs, nullptr);
         // prefill of the same batch (16 x 4096 tokens, causal): the default kernel (the
         // warp-specialized one on Hopper), then the sm90 kernel it replaced
         // (FARSIGHT_PREFILL=sm90), then prefill2 (FARSIGHT_PREFILL=v2)

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cuda/kernels.cuh"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -41,11 +42,8 @@ void expect_close(const std::vector<float>& want, const std::vector<float>& got,
 
 }  // namespace
 
-class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
-
-TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
-    FS_REQUIRE_GPU();
-    const DType dt = GetParam();
+namespace {
+void run_fused(DType dt) {
     Backend& b = gpu(dt);
     const std::vector<Geo> geos = {
         {32, 32, 128, 0},   // Llama-2 (MHA)
@@ -124,6 +122,32 @@ TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
                          step == 0 ? "fused decode step" : "step after the fused one");
             if (::testing::Test::HasFatalFailure()) return;
         }
+    }
+}
+
+}  // namespace
+
+class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
+    FS_REQUIRE_GPU();
+    run_fused(GetParam());
+}
+
+// FARSIGHT_DECODE=tc: on the GQA geometries (2..8 q heads per kv head) the tensor-core decode
+// kernel runs both sides: rope_attention with the rotation and store folded into it, against
+// rope() + attention() (the tc kernel without the fold-in). FARSIGHT_DECODE=tc_norope:
+// rope_attention runs rope_store_kernel, then the tc kernel. The tc kernel must have run.
+TEST_P(CudaDecodeFused, RopeAttentionWithTcDecodeKernel) {
+    FS_REQUIRE_GPU();
+    for (const char* v : {"tc", "tc_norope"}) {
+        SCOPED_TRACE(v);
+        setenv("FARSIGHT_DECODE", v, 1);
+        const int64_t before = cuda::decode_tc_launches();
+        run_fused(GetParam());
+        EXPECT_GT(cuda::decode_tc_launches(), before) << "the tc kernel did not run";
+        unsetenv("FARSIGHT_DECODE");
+        if (::testing::Test::HasFatalFailure()) return;
     }
 }
 

@@ -11,6 +11,7 @@
 //    (mma.sync m16n8k16, fp32 accumulate, online softmax in fp32), K/V gathered from the paged
 //    cache, causal + sliding window, variable-length batches with n_past (chunked prefill).
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cstdlib>
 #include <cstring>
@@ -906,6 +907,415 @@ void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
     FS_CUDA_LAUNCH("prefill2_kernel");
 }
 
+// ---------------------------------------------------------------- decode on tensor cores
+// decode_tc_kernel (FARSIGHT_DECODE=tc / tc_norope; GQA with 2..8 q heads per kv head,
+// head_dim 64/128; a.rope_store folds rope and the k/v store in, see below): one block per
+// (token, kv head, key partition), the partitions of
+// decode_kernel (split_part / a.min_part, merged by the last block to arrive). Each of the
+// kTcWarps warps takes every kTcWarps-th tile of 16 keys of the partition and streams its
+// tiles' K and V rows into its own NST-deep shared-memory ring with cp.async (no CTA
+// barrier in the loop; the block-table entries of the next tile are read one tile ahead).
+// Per tile: S^T = K Q^T (mma.sync m16n8k16, A = 16 keys x 16 dims of K by ldmatrix, B = Q^T:
+// 16 dims x the group's q heads, zero-padded to 8 columns, kept in registers), online softmax
+// in base 2 on the S^T fragments (each thread owns heads 2*(lane%4), +1 for keys lane/4 and
+// lane/4 + 8), P^T rounded to T and moved into the B layout with movmatrix.trans, and
+// O^T += V^T P^T (A = 16 dims x 16 keys of V by ldmatrix.trans).
+constexpr int kTcWarps = 4;
+constexpr int kTcKeys = 16;   // keys per warp tile (the mma M dimension)
+// per-warp ring depth NST (template; FARSIGHT_DECODE_TC_STAGES=2/3/4, default 3): NST-1 tiles
+// in flight while one is computed
+constexpr int kTcCols = 8;    // mma N: q heads of the group, zero-padded
+
+template <int D, int NST>
+constexpr int decode_tc_smem_bytes() {  // padded rows: ldmatrix rows fall in distinct banks
+    return kTcWarps * NST * 2 * kTcKeys * (D + 8) * 2;
+}
+static_assert(decode_tc_smem_bytes<64, 2>() >= kTcWarps * kTcCols * 64 * 4, "acc_s must fit");
+static_assert(decode_tc_smem_bytes<128, 2>() >= kTcWarps * kTcCols * 128 * 4, "acc_s must fit");
+
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+    uint32_t r;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(x));
+    return r;
+}
+
+// grid (splits, KVH, n_tokens), kTcWarps*32 threads, decode_tc_smem_bytes<D, NST>() dynamic smem.
+template <typename T, int D, int NST>
+__global__ void __launch_bounds__(kTcWarps * 32)
+    decode_tc_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
+    pdl_trigger();
+    constexpr int LDS = D + 8;
+    constexpr int TILE = kTcKeys * LDS;  // elements of one K (or V) tile
+    constexpr int CH = D / 8;            // 16-byte chunks per row
+    constexpr int RPI = 32 / CH;         // rows per warp-wide cp.async
+    constexpr int NI = kTcKeys / RPI;    // cp.async per lane per tensor per tile
+    constexpr int NG = kTcCols;
+    constexpr int32_t WSTEP = kTcWarps * kTcKeys;
+    extern __shared__ __align__(16) uint16_t smem[];
+    using Op = MmaOp<T>;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int gq = lane / 4, tg = lane % 4;
+    const int64_t G = a.H / a.KVH;
+    const int64_t kvh = blockIdx.y;
+    const int64_t tok_idx = blockIdx.z;
+    const int32_t t = m.decode_tokens[tok_idx];
+    const TokenRange tr = token_range(m, t, a.window);
+    const int32_t* btab = m.block_tables + m.seqs[tr.seq].block_table_offset;
+    const int32_t n_keys = tr.hi - tr.lo;
+    const int32_t part = split_part(n_keys, splits, a.min_part);
+    const int32_t used = (n_keys + part - 1) / part;  // partitions with keys (>= 1)
+    if (static_cast<int32_t>(blockIdx.x) >= used) return;
+    const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
+    const int32_t hi = min(tr.hi, lo + part);
+    const int32_t bs = static_cast<int32_t>(a.block_size);
+    const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
+    const uint16_t* kp = static_cast<const uint16_t*>(a.k_pool) + kvh * D;
+    const uint16_t* vp = static_cast<const uint16_t*>(a.v_pool) + kvh * D;
+    uint16_t* ring = smem + warp * (NST * 2 * TILE);
+
+    // this warp's tiles j = 0 .. ntiles-1: keys [wfirst + j * WSTEP, +16) (clipped at hi)
+    const int32_t wfirst = lo + warp * kTcKeys;
+    const int32_t ntiles = wfirst < hi ? (hi - wfirst + WSTEP - 1) / WSTEP : 0;
+    // KV slot of row lane % 16 of tile j (-1: past the partition; lanes 16..31 repeat 0..15)
+    auto row_slot = [&](int32_t j) -> int32_t {
+        const int32_t i = wfirst + j * WSTEP + (lane & 15);
+        if (j >= ntiles || i >= hi) return -1;
+        return btab[i / bs] * bs + i % bs;
+    };
+    // tile j's K and V rows into stage j % NST (rows past hi zero-filled)
+    auto issue = [&](int32_t j, int32_t myslot) {
+        uint16_t* ks = ring + (j % NST) * 2 * TILE;
+        uint16_t* vs = ks + TILE;
+#pragma unroll
+        for (int k = 0; k < NI; ++k) {
+            const int r = k * RPI + lane / CH, c = lane % CH;
+            const int32_t slot = __shfl_sync(0xffffffffu, myslot, r);
+            const bool ok = slot >= 0;
+            const size_t off = ok ? static_cast<size_t>(slot) * slot_stride + c * 8 : 0;
+            cp_async16(&ks[r * LDS + c * 8], kp + off, ok);
+            cp_async16(&vs[r * LDS + c * 8], vp + off, ok);
+        }
+    };
+
+    // The block table and the keys of earlier steps do not depend on the kernel before this
+    // one, but this step's own keys (stored by rope_store / kv_store, or below) do: wait first.
+    int32_t pslot[NST];
+#pragma unroll
+    for (int j = 0; j < NST; ++j) pslot[j] = row_slot(j);
+    pdl_wait();
+
+    // a.rope_store (single-token steps): rotate q (below) and the new k as rope_kernel does
+    // (qkv keeps the unrotated values: other blocks read them) and store the new k and v at
+    // slot_mapping[t]; the last partition, the one whose keys include the query's own, stores
+    // them before its copies start and then reads them back like every other key.
+    const bool fuse = a.rope_store != 0;
+    const uint16_t* qkv16 = static_cast<const uint16_t*>(a.qkv) + static_cast<size_t>(t) * a.ld;
+    int32_t rvar = 0;
+    float rpos = 0.0f, rscale = 1.0f;
+    if (fuse) {
+        rvar = m.seqs[tr.seq].rope_variant;
+        rpos = static_cast<float>(m.positions[t]);
+        rscale = m.rope_scaling[rvar];
+    }
+    const float* rinv = fuse ? m.inv_freq + m.rope_offset[rvar] : nullptr;
+    auto rope_cs = [&](int f, float& c, float& sn) {  // rope_kernel's rounded cos / sin
+        float sv, cv;
+        sincosf(__fmul_rn(rpos, rinv[f]), &sv, &cv);
+        c = round_to<T>(cv * rscale);
+        sn = round_to<T>(sv * rscale);
+    };
+    if (fuse && static_cast<int32_t>(blockIdx.x) == used - 1) {
+        if (warp == 0) {
+            constexpr int LPK = D / 8;  // lane cl: dims cl*8 .. +7, rotate_half partner cl ^ LPK/2
+            const int cl = lane % LPK;
+            const uint16_t* krow = qkv16 + (a.H + kvh) * D + cl * 8;
+            const uint4 vnew = *reinterpret_cast<const uint4*>(krow + a.KVH * D);
+            float kf[8];
+            unpack8<T>(*reinterpret_cast<const uint4*>(krow), kf);
+            const bool first_half = cl < LPK / 2;
+            uint4 knew;
+            T* ke = reinterpret_cast<T*>(&knew);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                float c, sn;
+                rope_cs((cl % (LPK / 2)) * 8 + e, c, sn);
+                const float o = __shfl_xor_sync(0xffffffffu, kf[e], LPK / 2);
+                const float kc = round_to<T>(kf[e] * c);
+                const float r = first_half ? round_to<T>(kc + round_to<T>(-o * sn))
+                                           : round_to<T>(kc + round_to<T>(o * sn));
+                ke[e] = from_f<T>(r);
+            }
+            const int32_t slot = m.slot_mapping[t];
+            if (lane < LPK && slot >= 0) {  // eager padding rows have none
+                const size_t off = static_cast<size_t>(slot) * slot_stride + kvh * D + cl * 8;
+                T* kw = static_cast<T*>(const_cast<void*>(a.k_pool));
+                T* vw = static_cast<T*>(const_cast<void*>(a.v_pool));
+                *reinterpret_cast<uint4*>(kw + off) = knew;
+                *reinterpret_cast<uint4*>(vw + off) = vnew;
+            }
+        }
+        __syncthreads();  // the new row is in memory before any warp's copies of it
+    }
+#pragma unroll
+    for (int j = 0; j < NST - 1; ++j) {
+        if (j < ntiles) issue(j, pslot[j]);
+        cp_async_commit();
+    }
+    int32_t nslot = pslot[NST - 1];  // rows of tile NST-1, issued in iteration 0
+
+    // B = Q^T: b0 = q[head gq][kc*16 + 2tg, +1], b1 = the same 8 dims on (heads >= G: zeros)
+    uint32_t qb[D / 16][2];
+    {
+        const bool hv = gq < G;
+        const uint16_t* qr = qkv16 + (kvh * G + (hv ? gq : 0)) * D + 2 * tg;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+            qb[kc][0] = hv ? *reinterpret_cast<const uint32_t*>(qr + kc * 16) : 0u;
+            qb[kc][1] = hv ? *reinterpret_cast<const uint32_t*>(qr + kc * 16 + 8) : 0u;
+        }
+        if (fuse) {  // dims d and d + D/2 (rotate_half pairs) sit in qb[kc] and qb[kc + D/32]
+#pragma unroll
+            for (int kc = 0; kc < D / 32; ++kc) {
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    const T* x1 = reinterpret_cast<const T*>(&qb[kc][hh]);
+                    const T* x2 = reinterpret_cast<const T*>(&qb[kc + D / 32][hh]);
+                    float y1[2], y2[2];
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float c, sn;
+                        rope_cs(kc * 16 + hh * 8 + 2 * tg + e, c, sn);
+                        const float a1 = to_f(x1[e]), a2 = to_f(x2[e]);
+                        y1[e] = round_to<T>(round_to<T>(a1 * c) + round_to<T>(-a2 * sn));
+                        y2[e] = round_to<T>(round_to<T>(a2 * c) + round_to<T>(a1 * sn));
+                    }
+                    qb[kc][hh] = Op::pack(y1[0], y1[1]);
+                    qb[kc + D / 32][hh] = Op::pack(y2[0], y2[1]);
+                }
+            }
+        }
+    }
+    const float qscale = a.scale * 1.4426950408889634f;  // scores in base 2
+
+    // O^T fragments: o[mt] = dims mt*16 + gq (0, 1) and + 8 (2, 3), heads 2tg (0, 2), 2tg+1
+    float o[D / 16][4];
+#pragma unroll
+    for (int mt = 0; mt < D / 16; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+    float mx0 = -INFINITY, mx1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // heads 2tg, 2tg+1
+
+    const int krow_off = ((lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
+    const int vrow_off = ((lane & 7) + (lane >> 4) * 8) * LDS + ((lane >> 3) & 1) * 8;
+    for (int32_t j = 0; j < ntiles; ++j) {
+        __syncwarp();  // every lane is done with tile j-1's stage, which tile j+NST-1 takes
+        if (j + NST - 1 < ntiles) issue(j + NST - 1, nslot);
+        cp_async_commit();  // possibly empty: keeps the group count uniform
+        nslot = row_slot(j + NST);  // the block table one tile ahead
+        cp_async_wait<NST - 1>();   // tile j has landed (this lane's copies) ...
+        __syncwarp();                     // ... and every lane's
+        const uint16_t* ks = ring + (j % NST) * 2 * TILE;
+        const uint16_t* vs = ks + TILE;
+        const int32_t base = wfirst + j * WSTEP;
+
+        // S^T (16 keys x 8 heads) = K Q^T, two accumulators (even / odd dim steps)
+        float sa[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sb[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc += 2) {
+            uint32_t ka[4], kb[4];
+            ldmatrix_x4(ka, ks + krow_off + kc * 16);
+            ldmatrix_x4(kb, ks + krow_off + (kc + 1) * 16);
+            Op::mma(sa, ka, qb[kc][0], qb[kc][1]);
+            Op::mma(sb, kb, qb[kc + 1][0], qb[kc + 1][1]);
+        }
+        // s[0], s[1]: key base+gq, heads 2tg, 2tg+1; s[2], s[3]: key base+gq+8
+        float s[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[e] = (sa[e] + sb[e]) * qscale;
+        if (base + gq >= hi) s[0] = s[1] = -INFINITY;
+        if (base + gq + 8 >= hi) s[2] = s[3] = -INFINITY;
+        float t0 = fmaxf(s[0], s[2]), t1 = fmaxf(s[1], s[3]);
+#pragma unroll
+        for (int of = 4; of < 32; of <<= 1) {
+            t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, of));
+            t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, of));
+        }
+        const float mn0 = fmaxf(mx0, t0), mn1 = fmaxf(mx1, t1);  // finite: key base is valid
+        const float al0 = exp2f(mx0 - mn0), al1 = exp2f(mx1 - mn1);
+        mx0 = mn0;
+        mx1 = mn1;
+        const float p0 = exp2f(s[0] - mn0), p1 = exp2f(s[1] - mn1);
+        const float p2 = exp2f(s[2] - mn0), p3 = exp2f(s[3] - mn1);
+        l0 = l0 * al0 + (p0 + p2);
+        l1 = l1 * al1 + (p1 + p3);
+        // P^T as the B operand: b0 = keys 2tg, 2tg+1 of head gq; b1 = keys 2tg+8, 2tg+9
+        const uint32_t pb0 = movmatrix_trans(Op::pack(p0, p1));
+        const uint32_t pb1 = movmatrix_trans(Op::pack(p2, p3));
+#pragma unroll
+        for (int mt = 0; mt < D / 16; ++mt) {
+            o[mt][0] *= al0;
+            o[mt][1] *= al1;
+            o[mt][2] *= al0;
+            o[mt][3] *= al1;
+            uint32_t va[4];
+            ldmatrix_x4_trans(va, vs + vrow_off + mt * 16);
+            Op::mma(o[mt], va, pb0, pb1);
+        }
+    }
+    cp_async_wait<0>();  // only empty groups can be pending
+
+    // sum the lanes with the same heads (the keys gq), then merge the warps
+#pragma unroll
+    for (int of = 4; of < 32; of <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, of);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, of);
+    }
+    __shared__ float m_s[kTcWarps][NG], l_s[kTcWarps][NG];
+    float* acc_s = reinterpret_cast<float*>(smem);  // [kTcWarps][NG][D], over the rings
+    __syncthreads();                                // every warp is done with its ring
+    {
+        float* a0 = acc_s + (warp * NG + 2 * tg) * D;  // head 2tg; head 2tg+1 at + D
+#pragma unroll
+        for (int mt = 0; mt < D / 16; ++mt) {
+            const int d = mt * 16 + gq;
+            a0[d] = o[mt][0];
+            a0[D + d] = o[mt][1];
+            a0[d + 8] = o[mt][2];
+            a0[D + d + 8] = o[mt][3];
+        }
+        if (gq == 0) {
+            m_s[warp][2 * tg] = mx0;
+            m_s[warp][2 * tg + 1] = mx1;
+            l_s[warp][2 * tg] = l0;
+            l_s[warp][2 * tg + 1] = l1;
+        }
+    }
+    __syncthreads();
+    const int ng = static_cast<int>(G);
+    const int64_t H = a.H;
+    if (used == 1) {  // the only partition: the output directly
+        for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
+            const int g = idx / D, d = idx % D;
+            float M = -INFINITY;
+#pragma unroll
+            for (int w = 0; w < kTcWarps; ++w) M = fmaxf(M, m_s[w][g]);
+            float L = 0.0f, A = 0.0f;
+            if (M != -INFINITY)
+#pragma unroll
+                for (int w = 0; w < kTcWarps; ++w) {
+                    const float e = exp2f(m_s[w][g] - M);
+                    L += l_s[w][g] * e;
+                    A += acc_s[(w * NG + g) * D + d] * e;
+                }
+            const int64_t h = kvh * G + g;
+            static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
+        }
+        return;
+    }
+    const int64_t split = blockIdx.x;
+    for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
+        const int g = idx / (D + 1), d = idx % (D + 1);
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kTcWarps; ++w) M = fmaxf(M, m_s[w][g]);
+        const int64_t h = kvh * G + g;
+        const size_t pidx = (static_cast<size_t>(tok_idx) * H + h) * splits + split;
+        if (d == D) {
+            float L = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kTcWarps; ++w) L += l_s[w][g] * exp2f(m_s[w][g] - M);
+            ml[pidx * 2] = M == -INFINITY ? -INFINITY : M * 0.6931471805599453f;
+            ml[pidx * 2 + 1] = L;
+        } else {
+            float A = 0.0f;
+            if (M != -INFINITY)
+                for (int w = 0; w < kTcWarps; ++w)
+                    A += acc_s[(w * NG + g) * D + d] * exp2f(m_s[w][g] - M);
+            accw[pidx * D + d] = A;
+        }
+    }
+    // the last partition to arrive merges them all (decode_kernel's merge)
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* c = cnt + tok_idx * gridDim.y + blockIdx.y;
+        last = atomicAdd(c, 1) == used - 1;
+        if (last) *c = 0;  // every partition has arrived: ready for the next launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    __shared__ float wsm[NG][kMaxSplits];
+    __shared__ float lsm[NG];
+    for (int g = warp; g < ng; g += kTcWarps) {
+        const size_t part0 = (static_cast<size_t>(tok_idx) * H + kvh * G + g) * splits;
+        float M = -INFINITY;
+        for (int32_t s = lane; s < used; s += 32) M = fmaxf(M, __ldcg(ml + (part0 + s) * 2));
+        M = warp_max(M);
+        float L = 0.0f;
+        for (int32_t s = lane; s < used; s += 32) {
+            const float ms = __ldcg(ml + (part0 + s) * 2);
+            const float e = ms == -INFINITY ? 0.0f : __expf(ms - M);
+            wsm[g][s] = e;
+            L += __ldcg(ml + (part0 + s) * 2 + 1) * e;
+        }
+        L = warp_sum(L);
+        if (lane == 0) lsm[g] = L;
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
+        const int g = idx / D, d = idx % D;
+        const int64_t h = kvh * G + g;
+        const float* aw = accw + (static_cast<size_t>(tok_idx) * H + h) * splits * D + d;
+        float A = 0.0f;
+#pragma unroll 8
+        for (int32_t s = 0; s < used; ++s) A += __ldcg(aw + static_cast<size_t>(s) * D) * wsm[g][s];
+        const float L = lsm[g];
+        static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
+    }
+}
+
+std::atomic<int64_t> g_decode_tc_launches{0};
+
+int decode_tc_stages() {
+    const char* e = std::getenv("FARSIGHT_DECODE_TC_STAGES");
+    const int n = e ? std::atoi(e) : 3;
+    return n >= 2 && n <= 4 ? n : 3;
+}
+
+template <typename T, int D, int NST>
+void decode_tc_prepare() {
+    static const bool done = [] {
+        FS_CUDA(cudaFuncSetAttribute(decode_tc_kernel<T, D, NST>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     decode_tc_smem_bytes<D, NST>()));
+        return true;
+    }();
+    (void)done;
+}
+
+template <typename T, int D, int NST>
+void launch_decode_tc_s(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                        float* ml, float* accw, int* cnt, cudaStream_t st) {
+    decode_tc_prepare<T, D, NST>();
+    dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH),
+              static_cast<unsigned>(n_tokens));
+    launch_pdl(decode_tc_kernel<T, D, NST>, grid, dim3(kTcWarps * 32),
+               static_cast<size_t>(decode_tc_smem_bytes<D, NST>()), st, "decode_tc_kernel", a,
+               m, splits, ml, accw, cnt);
+    FS_CUDA_LAUNCH("decode_tc_kernel");
+    g_decode_tc_launches.fetch_add(1, std::memory_order_relaxed);
+}
+
+template <typename T, int D>
+void launch_decode_tc(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
+                      float* ml, float* accw, int* cnt, cudaStream_t st) {
+    const int nst = decode_tc_stages();
+    if (nst == 2) return launch_decode_tc_s<T, D, 2>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    if (nst == 4) return launch_decode_tc_s<T, D, 4>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    launch_decode_tc_s<T, D, 3>(a, m, n_tokens, splits, ml, accw, cnt, st);
+}
+
 template <typename T, int DPL>
 void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
                      float* ml, float* accw, cudaStream_t st) {
@@ -949,6 +1359,10 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
                      void* work, int* cnt, cudaStream_t st) {
     float* ml = static_cast<float*>(work);
     float* accw = ml + n_tokens * a.H * splits * 2;
+    if (decode_tc_applies(a.H, a.KVH, a.D)) {  // FARSIGHT_DECODE=tc / tc_norope
+        if (a.D == 64) return launch_decode_tc<T, 64>(a, m, n_tokens, splits, ml, accw, cnt, st);
+        return launch_decode_tc<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
+    }
     if (a.D == 64)  // merges its partitions itself
         return launch_decode_g<T, 64>(a, m, n_tokens, splits, ml, accw, cnt, st);
     if (a.D == 128) return launch_decode_g<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
@@ -981,17 +1395,42 @@ int64_t splitk_counter_count(int64_t n_tokens, int64_t H) {
 
 namespace {
 template <typename K>
-int occupancy(K kernel, int threads) {
+int occupancy(K kernel, int threads, size_t smem = 0) {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess) {
         cudaGetLastError();
         return 4;
     }
     return std::max(n, 1);
 }
 template <typename T>
-int decode_occupancy_t(int64_t D, int64_t G) {
+int decode_occupancy_t(int64_t D, int64_t G, int tc) {  // tc: 0, else the ring depth
     constexpr int th = kDecWarps * 32;
+    if (tc) {  // decode_tc_kernel (D 64/128, G 2..8): bounded by its shared-memory rings
+        auto occ = [](auto kernel, int smem) { return occupancy(kernel, kTcWarps * 32, smem); };
+        if (D == 64) {
+            if (tc == 2) {
+                decode_tc_prepare<T, 64, 2>();
+                return occ(decode_tc_kernel<T, 64, 2>, decode_tc_smem_bytes<64, 2>());
+            }
+            if (tc == 4) {
+                decode_tc_prepare<T, 64, 4>();
+                return occ(decode_tc_kernel<T, 64, 4>, decode_tc_smem_bytes<64, 4>());
+            }
+            decode_tc_prepare<T, 64, 3>();
+            return occ(decode_tc_kernel<T, 64, 3>, decode_tc_smem_bytes<64, 3>());
+        }
+        if (tc == 2) {
+            decode_tc_prepare<T, 128, 2>();
+            return occ(decode_tc_kernel<T, 128, 2>, decode_tc_smem_bytes<128, 2>());
+        }
+        if (tc == 4) {
+            decode_tc_prepare<T, 128, 4>();
+            return occ(decode_tc_kernel<T, 128, 4>, decode_tc_smem_bytes<128, 4>());
+        }
+        decode_tc_prepare<T, 128, 3>();
+        return occ(decode_tc_kernel<T, 128, 3>, decode_tc_smem_bytes<128, 3>());
+    }
     if (D == 64 || D == 128) {
         const bool d64 = D == 64;
         if (G == 1) return occupancy(d64 ? decode_kernel<T, 64, 1> : decode_kernel<T, 128, 1>, th);
@@ -1006,15 +1445,15 @@ int decode_occupancy_t(int64_t D, int64_t G) {
     return occupancy(splitk_kernel<T, 8>, s);
 }
 // Resident blocks per SM of the decode kernel that runs this geometry (cached).
-int decode_occupancy(DType dt, int64_t D, int64_t G) {
+int decode_occupancy(DType dt, int64_t D, int64_t G, int tc) {
     static std::mutex mu;
-    static std::map<std::tuple<int, int64_t, int64_t>, int> cache;
+    static std::map<std::tuple<int, int64_t, int64_t, int>, int> cache;
     std::lock_guard<std::mutex> lk(mu);
-    const auto key = std::make_tuple(static_cast<int>(dt), D, G);
+    const auto key = std::make_tuple(static_cast<int>(dt), D, G, tc);
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
-    const int n = dt == DType::BF16 ? decode_occupancy_t<__nv_bfloat16>(D, G)
-                                    : decode_occupancy_t<__half>(D, G);
+    const int n = dt == DType::BF16 ? decode_occupancy_t<__nv_bfloat16>(D, G, tc)
+                                    : decode_occupancy_t<__half>(D, G, tc);
     cache.emplace(key, n);
     return n;
 }
@@ -1022,29 +1461,32 @@ int decode_occupancy(DType dt, int64_t D, int64_t G) {
 
 namespace {
 int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
-                               int64_t max_ctx, int num_sms);
+                               int64_t max_ctx, int num_sms, int tc);
 }  // namespace
 
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms) {
     // Every layer of an eager step asks the same question: remember the last answer.
-    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int>;
-    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0};
+    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
+    thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0, 0};
     thread_local int64_t last_splits = 1;
-    const auto key = std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms);
+    // the kernel that will run (FARSIGHT_DECODE): 0 decode_kernel, else the tc ring depth
+    const int tc = decode_tc_applies(H, KVH, D) ? decode_tc_stages() : 0;
+    const auto key =
+        std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms, tc);
     if (key == last_key) return last_splits;
     last_key = key;
-    last_splits = choose_splits_uncached(dt, n_tokens, H, KVH, D, max_ctx, num_sms);
+    last_splits = choose_splits_uncached(dt, n_tokens, H, KVH, D, max_ctx, num_sms, tc);
     return last_splits;
 }
 
 namespace {
 int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
-                               int64_t max_ctx, int num_sms) {
+                               int64_t max_ctx, int num_sms, int tc) {
     const int64_t G = H / KVH;
     const int64_t base = std::max<int64_t>(1, n_tokens * KVH * ((G + kGMax - 1) / kGMax));
     const int64_t slots =
-        std::max<int64_t>(1, static_cast<int64_t>(decode_occupancy(dt, D, G)) * num_sms);
+        std::max<int64_t>(1, static_cast<int64_t>(decode_occupancy(dt, D, G, tc)) * num_sms);
     int64_t cap = kMaxSplits;
     const int64_t min_part = decode_min_partition();
     if (max_ctx > 0) cap = std::min<int64_t>(cap, (max_ctx + min_part - 1) / min_part);
@@ -1073,6 +1515,26 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
         launch_splitk_d<__nv_bfloat16>(al, m, n_tokens, splits, work, counters, st);
     else
         launch_splitk_d<__half>(al, m, n_tokens, splits, work, counters, st);
+}
+
+bool decode_tc_enabled() {
+    const char* e = std::getenv("FARSIGHT_DECODE");
+    return e != nullptr && (std::string(e) == "tc" || std::string(e) == "tc_norope");
+}
+
+bool decode_tc_fold_rope() {
+    const char* e = std::getenv("FARSIGHT_DECODE");
+    return !(e != nullptr && std::string(e) == "tc_norope");
+}
+
+bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D) {
+    if (KVH <= 0 || H % KVH != 0) return false;
+    const int64_t G = H / KVH;
+    return G >= 2 && G <= kTcCols && (D == 64 || D == 128) && decode_tc_enabled();
+}
+
+int64_t decode_tc_launches() {
+    return g_decode_tc_launches.load(std::memory_order_relaxed);
 }
 
 bool prefill_supported(int64_t D) {

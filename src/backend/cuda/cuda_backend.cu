@@ -1079,7 +1079,10 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
     const bool rope_in_decode = rope_half >= 0 && single_token_seqs_ && rope_in_decode_ &&
                                 2 * rope_half == p.head_dim &&
                                 (p.head_dim == 64 || p.head_dim == 128) &&
-                                dm_.num_prefill_tiles == 0 && !skip(kSkipRope | kSkipKv);
+                                dm_.num_prefill_tiles == 0 && !skip(kSkipRope | kSkipKv) &&
+                                // FARSIGHT_DECODE=tc_norope: the tc kernel without it
+                                !(decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim) &&
+                                  !decode_tc_fold_rope());
     if (rope_in_decode) {
     } else if (rope_half < 0) {
         if (!skip(kSkipKv))
