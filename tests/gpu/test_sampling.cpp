@@ -212,21 +212,34 @@ TEST(CudaSampling, Stories260KGreedyIdenticalWithDeviceSampling) {
     const auto want = run(false);
     const auto got = run(true);
     EXPECT_EQ(got, want);
-    // a batch of 3 sequences (a recorded, padded decode step): each equals its single run
-    std::vector<BlockTable> tabs(3);
-    std::vector<std::vector<int32_t>> outs(3, std::vector<int32_t>{1});
-    std::vector<RowSampling> greedy(3);
-    for (int i = 1; i < 64; ++i) {
-        std::vector<SeqStep> steps;
-        std::vector<int32_t> last(3);
-        for (size_t k = 0; k < 3; ++k) last[k] = outs[k].back();
-        for (size_t k = 0; k < 3; ++k) steps.push_back({&tabs[k], std::span<const int32_t>(&last[k], 1), false});
-        const auto ids = s.forward_sample(steps, greedy);
-        for (size_t k = 0; k < 3; ++k) outs[k].push_back(ids[k]);
-    }
-    for (auto& t : tabs) t.release(s.pool());
-    for (size_t k = 0; k < 3; ++k)
-        EXPECT_EQ(outs[k], std::vector<int32_t>(want.begin(), want.begin() + 64)) << "sequence " << k;
+    // a batch of 3 sequences (a recorded, padded decode step), with and without device sampling
+    auto run_batch = [&](bool device) {
+        std::vector<BlockTable> tabs(3);
+        std::vector<std::vector<int32_t>> outs = {{1}, {1, 403}, {1, 9, 7}};
+        std::vector<RowSampling> greedy(3);
+        for (int i = 0; i < 64; ++i) {
+            std::vector<SeqStep> steps;
+            for (size_t k = 0; k < 3; ++k) {
+                const size_t n = outs[k].size(), c = static_cast<size_t>(tabs[k].num_cached());
+                steps.push_back({&tabs[k], std::span<const int32_t>(outs[k].data() + c, n - c), false});
+            }
+            if (device) {
+                const auto ids = s.forward_sample(steps, greedy);
+                for (size_t k = 0; k < 3; ++k) outs[k].push_back(ids[k]);
+            } else {
+                const auto lg = s.forward(steps);
+                for (size_t k = 0; k < 3; ++k) {
+                    const auto row = lg.begin() + static_cast<std::ptrdiff_t>(k) * V;
+                    outs[k].push_back(static_cast<int32_t>(std::max_element(row, row + V) - row));
+                }
+            }
+        }
+        for (auto& t : tabs) t.release(s.pool());
+        return outs;
+    };
+    const auto bw = run_batch(false);
+    const auto bg = run_batch(true);
+    for (size_t k = 0; k < 3; ++k) EXPECT_EQ(bg[k], bw[k]) << "sequence " << k;
 }
 
 // BENCH: one batch-32 step's logit rows (128256 vocabulary) sampled greedily on the device vs
