@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "core/dtype.h"
 
 namespace farsight {
@@ -200,6 +201,17 @@ public:
                                       Tensor& residual);
     // out[i] = x[rows[i]] for rows = meta.logit_rows
     virtual void gather_logit_rows(const Tensor& x, Tensor& out) = 0;
+    // ---- sampling where the logits are (backend/sampling.h gives the exact algorithm) ----
+    // One token per row of `logits` (f32 [rows, vocab], e.g. Model::forward_device's result):
+    // ids[r] (and logprobs[r], the chosen token's log-softmax, when not null) for params[r];
+    // params, ids and logprobs have logits.rows entries.
+    // The default reads the rows back and runs sample_rows_reference (the CPU backend's path);
+    // the CUDA backend samples on the device and reads back only ids and logprobs.
+    virtual void sample_rows(const Tensor& logits, const RowSampling* params, int32_t* ids,
+                             float* logprobs);
+    // Whether callers should prefer sample_rows over reading the logits back (CUDA: yes; the
+    // CPU backend keeps its callers on the logits path).
+    virtual bool prefers_device_sampling() const { return false; }
     virtual void synchronize() = 0;
 };
 

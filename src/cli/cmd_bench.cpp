@@ -35,6 +35,7 @@ struct BenchOpts {
     std::vector<int> batches = {1};
     std::string json_out;
     size_t bw_bytes_mb = 1024;
+    bool logits_readback = false;  // decode steps read the logits back instead of sampling greedily on the device
 };
 
 double now_s() {
@@ -97,6 +98,19 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
     Backend& be = s.backend();
     size_t min_free = be.free_memory();
     auto track = [&] { min_free = std::min(min_free, be.free_memory()); };
+    // Decode steps as a server runs them: greedy sampling on the backend, only ids come back
+    // (unless --logits-readback, FARSIGHT_DEVICE_SAMPLING=0 or a backend that reads logits back).
+    const bool sample_on_device = !o.logits_readback && s.device_sampling();
+    out["decode_sampling"] = sample_on_device ? "device_greedy" : "logits_readback";
+    std::vector<RowSampling> greedy_rows;
+    auto decode_step = [&](std::span<SeqStep> steps) {
+        if (!sample_on_device) {
+            (void)s.forward(steps);
+            return;
+        }
+        greedy_rows.assign(steps.size(), RowSampling{});
+        (void)s.forward_sample(steps, greedy_rows);
+    };
     out["load_seconds"] = s.load_seconds();
     out["weights_bytes"] = s.model().weight_bytes();
     out["kv_capacity_tokens"] = s.kv_capacity_tokens();
@@ -156,7 +170,7 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
                 steps.push_back({&tables[static_cast<size_t>(b)], std::span<const int32_t>(&last[static_cast<size_t>(b)], 1), false});
             }
             const double t0 = now_s();
-            s.forward(steps);  // reads back the logits: includes the device sync
+            decode_step(steps);  // reads back the ids or the logits: includes the device sync
             if (i >= 3) times.push_back(now_s() - t0);
         }
         track();
@@ -213,6 +227,19 @@ int run_bench(const BenchOpts& o) {
     lo.progress = true;
     Session s(lo);
     const ModelConfig& c = s.config();
+    // Decode steps as a server runs them: greedy sampling on the backend, only ids come back
+    // (unless --logits-readback, FARSIGHT_DEVICE_SAMPLING=0 or a backend that reads logits back).
+    const bool sample_on_device = !o.logits_readback && s.device_sampling();
+    out["decode_sampling"] = sample_on_device ? "device_greedy" : "logits_readback";
+    std::vector<RowSampling> greedy_rows;
+    auto decode_step = [&](std::span<SeqStep> steps) {
+        if (!sample_on_device) {
+            (void)s.forward(steps);
+            return;
+        }
+        greedy_rows.assign(steps.size(), RowSampling{});
+        (void)s.forward_sample(steps, greedy_rows);
+    };
     out["load_seconds"] = s.load_seconds();
     out["weights_bytes"] = s.model().weight_bytes();
     out["weight_dtype"] = std::string(dtype_name(s.model().weight_dtype()));
@@ -248,7 +275,7 @@ int run_bench(const BenchOpts& o) {
                 steps.push_back({&tables[static_cast<size_t>(b)], std::span<const int32_t>(&last[static_cast<size_t>(b)], 1), false});
             }
             t0 = now_s();
-            s.forward(steps);
+            decode_step(steps);
             s.backend().synchronize();
             step_s.push_back(now_s() - t0);
         }
@@ -293,6 +320,9 @@ Register reg("bench", "Measure prefill/decode throughput against the memory-band
                      ->capture_default_str();
                  app.add_option("--batch-ctx", o->batch_ctx, "GPU: context of the batched decode runs")->capture_default_str();
                  app.add_option("--commit", o->commit, "Commit id recorded in the JSON");
+                 app.add_flag("--logits-readback", o->logits_readback,
+                              "Decode steps read every logit row back (the old measurement) instead of "
+                              "sampling greedily on the device (only ids come back; CUDA)");
                  return [o] { return run_bench(*o); };
              });
 

@@ -88,18 +88,30 @@ GenerationResult generate(Session& s, const Tokenizer& tok, const std::vector<in
     r.finish_reason = "length";
     auto t0 = clock::now();
     auto t_first = t0;
+    // Sampling on the backend (only the id and its logprob come back) when it prefers that and
+    // the parameters need no logits on the host (no penalties, min-p or top logprobs).
+    RowSampling rs;
+    const bool on_device = s.device_sampling() && sampler.row_sampling(0, &rs);
+    std::vector<float> lp;
     for (int64_t step = 0; step < budget; ++step) {
         SeqStep st{&table, next, false};
-        std::vector<float> logits = s.forward(std::span<SeqStep>(&st, 1));
+        int32_t id = 0;
+        if (on_device) {
+            rs.counter = static_cast<uint64_t>(step);
+            id = s.forward_sample(std::span<SeqStep>(&st, 1), std::span<const RowSampling>(&rs, 1), &lp)[0];
+            r.logprobs.push_back(lp[0]);
+        } else {
+            std::vector<float> logits = s.forward(std::span<SeqStep>(&st, 1));
+            std::span<float> lg(logits.data(), static_cast<size_t>(V));
+            id = sampler.sample(lg, hist);
+            r.logprobs.push_back(Sampler::logprob_of(lg, id));
+            if (o.sampling.top_logprobs > 0) r.top_logprobs.push_back(Sampler::top_logprobs(lg, o.sampling.top_logprobs));
+        }
         if (step == 0) {
             t_first = clock::now();
             r.prefill_seconds = std::chrono::duration<double>(t_first - t0).count();
         }
-        std::span<float> lg(logits.data(), static_cast<size_t>(V));
-        const int32_t id = sampler.sample(lg, hist);
         r.ids.push_back(id);
-        r.logprobs.push_back(Sampler::logprob_of(lg, id));
-        if (o.sampling.top_logprobs > 0) r.top_logprobs.push_back(Sampler::top_logprobs(lg, o.sampling.top_logprobs));
         hist.add_output(id);
         if (!o.ignore_eos && std::find(o.eos_ids.begin(), o.eos_ids.end(), id) != o.eos_ids.end()) {
             r.finish_reason = "eos";

@@ -30,7 +30,22 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
     FS_CHECK(p.repetition_penalty > 0, "repetition penalty must be > 0 (got {})", p.repetition_penalty);
     uint64_t s = p.has_seed ? p.seed
                             : static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
+    seed_ = s;
     for (auto& x : state_) x = splitmix64(s);
+}
+
+bool Sampler::row_sampling(uint64_t counter, RowSampling* out) const {
+    if (p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f ||
+        p_.min_p > 0.0f || p_.top_logprobs > 0)
+        return false;
+    RowSampling r;
+    r.temperature = p_.greedy() ? 0.0f : p_.temperature;
+    r.top_k = p_.top_k;
+    r.top_p = p_.top_p;
+    r.seed = seed_;
+    r.counter = counter;
+    *out = r;
+    return true;
 }
 
 double Sampler::uniform() {  // xoshiro256**

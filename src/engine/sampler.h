@@ -7,6 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/sampling.h"
+
 namespace farsight {
 
 struct SamplingParams {
@@ -52,11 +54,17 @@ public:
     static float logprob_of(std::span<const float> logits, int32_t id);
     static std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int32_t n);
     const SamplingParams& params() const { return p_; }
+    // The seed in use (params().seed, or the clock's when there is none).
+    uint64_t seed() const { return seed_; }
+    // The backend-sampling form of these parameters for the draw number `counter`, or false when
+    // sample_rows cannot apply them (penalties, min-p, top logprobs: those need the logits).
+    bool row_sampling(uint64_t counter, RowSampling* out) const;
 
 private:
     void apply_penalties(std::span<float> logits, const TokenHistory& h) const;
     double uniform();  // [0, 1)
     SamplingParams p_;
+    uint64_t seed_ = 0;
     uint64_t state_[4];
 };
 

@@ -202,6 +202,11 @@ void Scheduler::sample(Sequence& q, std::span<float> lg) {
         if (r.sampling.top_logprobs > 0)
             ti.top = Sampler::top_logprobs(lg, r.sampling.top_logprobs);
     }
+    accept(q, std::move(ti));
+}
+
+void Scheduler::accept(Sequence& q, TokenInfo ti) {
+    const Request& r = *q.req;
     const auto now = Clock::now();
     if (!q.got_first) {
         q.got_first = true;
@@ -348,9 +353,17 @@ bool Scheduler::step() {
         m_.batched_tokens += static_cast<uint64_t>(counts[k]);
     }
     ++m_.steps;
-    std::vector<float> logits;
+    // Sampling on the backend (only ids and logprobs come back) when it prefers that and every
+    // sequence's parameters allow it (rows of unfinished prompt chunks are sampled and dropped).
+    std::vector<RowSampling> rows(sel.size());
+    bool on_device = s_.device_sampling();
+    for (size_t k = 0; k < sel.size() && on_device; ++k)
+        on_device = sel[k]->sampler.row_sampling(static_cast<uint64_t>(sel[k]->generated), &rows[k]);
+    std::vector<float> logits, lps;
+    std::vector<int32_t> ids;
     try {
-        logits = s_.forward(steps);
+        if (on_device) ids = s_.forward_sample(steps, rows, &lps);
+        else logits = s_.forward(steps);
     } catch (const std::exception& e) {
         for (Sequence* q : sel) finish(*q, "error", e.what());
         std::erase_if(running_, [](const auto& q) { return q->done; });
@@ -362,7 +375,14 @@ bool Scheduler::step() {
         register_full_blocks(q);
         if (q.remaining() == 0) {
             q.prompt_done = true;
-            sample(q, std::span<float>(logits.data() + k * V, V));
+            if (on_device) {
+                TokenInfo ti;
+                ti.id = ids[k];
+                if (q.req->logprobs) ti.logprob = lps[k];
+                accept(q, std::move(ti));
+            } else {
+                sample(q, std::span<float>(logits.data() + k * V, V));
+            }
         }
     }
     std::erase_if(running_, [](const auto& q) { return q->done; });

@@ -127,6 +127,7 @@ class Scheduler {
     void preempt(size_t running_index);
     void finish(Sequence& q, const std::string& reason, const std::string& error = {});
     void sample(Sequence& q, std::span<float> logits);
+    void accept(Sequence& q, TokenInfo ti);  // a sampled token: stream it, stop or go on
     void register_full_blocks(Sequence& q);
     bool blocked(const Sequence& q) const;
 

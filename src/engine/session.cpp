@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "io/hf_cache.h"
@@ -97,7 +98,7 @@ Session::Session(const LoadOptions& o) {
 
 Session::~Session() = default;
 
-std::vector<float> Session::forward(std::span<SeqStep> steps) {
+void Session::build_meta(std::span<SeqStep> steps) {
     const ModelConfig& cfg = config();
     BatchMeta& m = meta_;
     m.tokens.clear();
@@ -150,10 +151,37 @@ std::vector<float> Session::forward(std::span<SeqStep> steps) {
         m.max_context_len = std::max<int32_t>(m.max_context_len, static_cast<int32_t>(n_past + n));
         m.seqs.push_back(sl);
     }
-    std::vector<float> logits(m.logit_rows.size() * static_cast<size_t>(cfg.vocab_size));
-    model_->forward(m, logits.data());
+}
+
+std::vector<float> Session::forward(std::span<SeqStep> steps) {
+    build_meta(steps);
+    std::vector<float> logits(meta_.logit_rows.size() * static_cast<size_t>(config().vocab_size));
+    model_->forward(meta_, logits.data());
     for (SeqStep& s : steps) s.table->set_cached(s.table->num_cached() + static_cast<int64_t>(s.tokens.size()));
     return logits;
+}
+
+std::vector<int32_t> Session::forward_sample(std::span<SeqStep> steps, std::span<const RowSampling> params,
+                                             std::vector<float>* logprobs) {
+    FS_CHECK(params.size() == steps.size(), "forward_sample: {} sequences but {} parameter sets",
+             steps.size(), params.size());
+    for (const SeqStep& s : steps)
+        FS_CHECK(!s.all_logits, "forward_sample: a sequence asks for all logits (use forward)");
+    build_meta(steps);
+    Tensor lg = model_->forward_device(meta_);
+    for (SeqStep& s : steps) s.table->set_cached(s.table->num_cached() + static_cast<int64_t>(s.tokens.size()));
+    std::vector<int32_t> ids(steps.size());
+    if (logprobs) logprobs->assign(steps.size(), 0.0f);
+    backend_->sample_rows(lg, params.data(), ids.data(), logprobs ? logprobs->data() : nullptr);
+    return ids;
+}
+
+bool Session::device_sampling() const {
+    static const bool enabled = [] {
+        const char* e = std::getenv("FARSIGHT_DEVICE_SAMPLING");
+        return !(e && e[0] == '0');
+    }();
+    return enabled && backend_->prefers_device_sampling();
 }
 
 std::vector<float> Session::score(std::span<const int32_t> ids) {

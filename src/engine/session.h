@@ -57,10 +57,21 @@ public:
     // all of its tokens (all_logits) or its last token.
     std::vector<float> forward(std::span<SeqStep> steps);
 
+    // Runs one step and samples one token per sequence where the logits are
+    // (Backend::sample_rows; backend/sampling.h): params[i] for steps[i], which must not ask for
+    // all_logits. Reads back only the ids (and the chosen tokens' logprobs when `logprobs` is
+    // not null); no [rows, vocab] vector is made.
+    std::vector<int32_t> forward_sample(std::span<SeqStep> steps, std::span<const RowSampling> params,
+                                        std::vector<float>* logprobs = nullptr);
+    // Whether generation should use forward_sample where the sampling parameters allow: the
+    // backend prefers it (CUDA) and FARSIGHT_DEVICE_SAMPLING is not 0.
+    bool device_sampling() const;
+
     // Convenience: logits for every position of one sequence, in a fresh cache (freed after).
     std::vector<float> score(std::span<const int32_t> ids);
 
 private:
+    void build_meta(std::span<SeqStep> steps);
     std::unique_ptr<Backend> backend_;
     std::shared_ptr<const WeightSource> weights_;
     std::unique_ptr<Model> model_;

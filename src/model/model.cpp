@@ -195,6 +195,12 @@ void Model::ensure_workspace(int64_t T, int64_t R) {
 }
 
 void Model::forward(const BatchMeta& meta, float* logits) {
+    Tensor lg = forward_device(meta);
+    if (lg.rows == 0) return;
+    be_.to_host_f32(lg, logits);
+}
+
+Tensor Model::forward_device(const BatchMeta& meta) {
     const ModelConfig& c = cfg_;
     const int64_t T0 = meta.num_tokens();
     const int64_t R = static_cast<int64_t>(meta.logit_rows.size());
@@ -266,8 +272,7 @@ void Model::forward(const BatchMeta& meta, float* logits) {
         }
     }
     be_.end_step();
-    if (R == 0) return;
-    be_.to_host_f32(logits_.rows_view(0, R), logits);
+    return logits_.rows_view(0, R);
 }
 
 }  // namespace farsight

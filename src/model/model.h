@@ -43,6 +43,9 @@ public:
     // One forward step over meta (the KV cache must be initialised). Writes the logits of
     // meta.logit_rows to `logits` ([rows, vocab] float32, host).
     void forward(const BatchMeta& meta, float* logits);
+    // The same step, leaving the logits on the backend: returns f32 [logit rows, vocab], a view
+    // of the model's workspace valid until the next step (for Backend::sample_rows).
+    Tensor forward_device(const BatchMeta& meta);
 
 private:
     struct Layer {

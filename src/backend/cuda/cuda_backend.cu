@@ -384,6 +384,9 @@ class CudaBackend final : public Backend {
     void linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& gate_up,
                      Tensor& out) override;
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
+    void sample_rows(const Tensor& logits, const RowSampling* params, int32_t* ids,
+                     float* logprobs) override;
+    bool prefers_device_sampling() const override { return true; }
     bool fused_decode(int64_t rows, int64_t max_k) const override {
         return fused_enabled_ && rows == 1 && max_k > 0 && max_k % 8 == 0 && gemv1_supported(1, max_k);
     }
@@ -525,6 +528,8 @@ class CudaBackend final : public Backend {
     bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
     bool gated_gemv_ = true;          // FARSIGHT_GATED_GEMV=0: one-row linear_silu unfused
     bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
+    PinnedBuffer samp_host_;  // sample_rows: parameters up, ids and logprobs down
+    DeviceBuffer samp_dev_;
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
 
@@ -1210,6 +1215,35 @@ void CudaBackend::gather_logit_rows(const Tensor& x, Tensor& out) {
     for (int32_t r : meta_.logit_rows)
         FS_CHECK(r >= 0 && r < x.rows, "gather_logit_rows: row {} of {}", r, x.rows);
     launch_gather_rows(x.data, x.row_bytes(), dm_.logit_rows, n, out.data, stream_->get());
+}
+
+void CudaBackend::sample_rows(const Tensor& logits, const RowSampling* params, int32_t* ids,
+                              float* logprobs) {
+    FS_CHECK(logits.dtype == DType::F32, "sample_rows: logits must be f32");
+    const int64_t n = logits.rows;
+    if (n == 0) return;
+    FS_CHECK(logits.cols > 0 && logits.cols < (int64_t(1) << 30), "sample_rows: vocabulary of {}",
+             logits.cols);
+    const size_t pbytes = static_cast<size_t>(n) * sizeof(RowSampling);
+    const size_t obytes = static_cast<size_t>(n) * (sizeof(int32_t) + sizeof(float));
+    samp_host_.ensure(pbytes + obytes);
+    samp_dev_.ensure(pbytes + obytes);
+    std::memcpy(samp_host_.get(), params, pbytes);
+    char* dev = samp_dev_.as<char>();
+    char* host = samp_host_.as<char>();
+    cudaStream_t st = stream_->get();
+    FS_CUDA(cudaMemcpyAsync(dev, host, pbytes, cudaMemcpyHostToDevice, st));
+    int32_t* d_ids = reinterpret_cast<int32_t*>(dev + pbytes);
+    float* d_lp = reinterpret_cast<float*>(dev + pbytes + static_cast<size_t>(n) * sizeof(int32_t));
+    launch_sample_rows(static_cast<const float*>(logits.data), n, logits.cols,
+                       reinterpret_cast<const RowSampling*>(dev), d_ids, logprobs ? d_lp : nullptr, st);
+    FS_CUDA(cudaMemcpyAsync(host + pbytes, dev + pbytes, logprobs ? obytes : obytes / 2,
+                            cudaMemcpyDeviceToHost, st));
+    FS_CUDA(cudaStreamSynchronize(st));
+    std::memcpy(ids, host + pbytes, static_cast<size_t>(n) * sizeof(int32_t));
+    if (logprobs)
+        std::memcpy(logprobs, host + pbytes + static_cast<size_t>(n) * sizeof(int32_t),
+                    static_cast<size_t>(n) * sizeof(float));
 }
 
 double median(std::vector<float> v) {

@@ -33,6 +33,10 @@ struct DevMeta {
     int prefill_tile_q = kPrefillTileQ;
 };
 
+// One token per logit row (f32 [rows, vocab]) by backend/sampling.h's algorithm: ids[r], and
+// logprobs[r] when not null. params, ids, logprobs: device pointers.
+void launch_sample_rows(const float* logits, int64_t rows, int64_t vocab, const RowSampling* params,
+                        int32_t* ids, float* logprobs, cudaStream_t st);
 void launch_convert(DType src_dt, const void* src, DType dst_dt, void* dst, size_t n,
                     cudaStream_t st);
 void launch_fill_random(DType dt, void* dst, size_t n, uint64_t seed, float scale, cudaStream_t st);
