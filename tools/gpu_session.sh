@@ -46,7 +46,7 @@ for s in $STEPS; do
     tests_nobench) run test_gpu 300 "$BIN/test_gpu" --gtest_color=no ;;  # correctness only (bench tests skip)
     tests) run test_gpu 420 env FARSIGHT_GPU_BENCH=1 "$BIN/test_gpu" --gtest_color=no ;;
     memcheck) run memcheck 200 env FARSIGHT_GPU_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check no \
-        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*:CudaWgmma.WsTmaProbe' ;;
+        "$BIN/test_gpu" --gtest_color=no --gtest_filter='Dtypes/CudaOps.*:CudaLinear.*:CudaBackendApi.*:Cases/CudaAttention.*:GpuModel.Stories*:CudaGraphs.*:*DecodeFused*:*RopeStore*:*LinearSilu*:CudaWgmma.WsTmaProbe:CudaAttentionTc.*:CudaSampling.*' ;;
     # the warp-specialized prefill (attention_ws.cu): its probe, its reference tests, the
     # attention bench (prints default / v2 / ws), memcheck of the same tests on short sequences,
     # and the 7B bench with FARSIGHT_PREFILL=ws (hangs show up as rc=124)
@@ -88,9 +88,9 @@ for s in $STEPS; do
     prefill_ab)  # llama2-7b prefill (8K, 32K); PREFILL_AB="none FARSIGHT_PREFILL=sm90"
       ab_runs prefill_ab "^device|prefill|rror" "${PREFILL_AB:-none}" --dummy llama2-7b --decode 4 \
         --prefill-lens ${PREFILL_LENS:-8192 32768} --decode-ctx 128 --decode-batches 1 --batch-ctx 128 --kv-tokens 34000 ;;
-    ab8b)  # llama3-8b decode at ctx 1K, batch 1 and 32
+    ab8b)  # llama3-8b decode at ctx 1K, batch 1 and 32 (AB8B_BATCHES: other batch sizes)
       ab_runs ab8b "^device|decode batch|rror" "${AB8B:-none}" --dummy llama3-8b --decode 32 --prefill-lens 16 \
-        --decode-ctx 1024 --decode-batches 32 --batch-ctx 1024 --kv-tokens 40000 ;;
+        --decode-ctx 1024 --decode-batches ${AB8B_BATCHES:-32} --batch-ctx 1024 --kv-tokens 40000 ;;
     ab)  # batch-1 decode (llama2-7b, ctx 128 and 32K); AB="none FARSIGHT_DECODE_MIN_PART=64"
       ab_runs ab "^device|decode batch" "${AB:-none}" --dummy llama2-7b --decode 64 --prefill-lens 16 \
         --decode-ctx ${AB_CTX:-128 32768} --decode-batches 1 --batch-ctx 128 --kv-tokens 34000 ;;

@@ -58,7 +58,9 @@ void reference(const Case& c, const SeqData& s, int32_t p, int64_t h, double* ou
     }
 }
 
-void run_case(const Case& c) {
+// check_fill = false: step 0 (the prompt, through the prefill kernels) is run but its fp64
+// reference (quadratic in the context) is skipped; step 1 is always checked.
+void run_case(const Case& c, bool check_fill = true) {
     Backend& b = gpu(c.dt);
     const int64_t H = c.H, KVH = c.KVH, D = c.D, bs = c.block_size;
     const bool small = small_mode();
@@ -141,6 +143,7 @@ void run_case(const Case& c) {
         Tensor tq = upload(b, qkv, T, C, c.dt);
         Tensor out = poisoned(b, T, H * D, c.dt);
         b.attention(layer, tq, p, out);
+        if (step == 0 && !check_fill) continue;
         auto got = download(b, out);
         std::vector<double> ref(T * H * D);
         for (int64_t t = 0; t < T; ++t)
@@ -407,7 +410,10 @@ TEST(CudaWgmma, DescriptorProbe) {
 // its tiles (contexts around multiples of 16 and 64, the partition and window edges, a block
 // size that is not a power of two, 6 q heads per kv head, a 3-token chunk decoded per token),
 // against the fp64 reference. It must run on every case with a single-token sequence and 2..8
-// q heads per kv head at head_dim 64/128, and never elsewhere.
+// q heads per kv head at head_dim 64/128, and never elsewhere. The same cases then run with
+// FARSIGHT_DECODE=cc (decode_kernel forced: the automatic choice takes the tc kernel for large
+// batches), and the automatic choice is checked on a small and a large batch. The prompt steps
+// (prefill kernels, checked by Cases/CudaAttention) are not checked again here.
 TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
     FS_REQUIRE_GPU();
     std::vector<Case> all = cases();
@@ -442,7 +448,7 @@ TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
         const int64_t G = c.H / c.KVH;
         const bool applies = G >= 2 && G <= 8 && (c.D == 64 || c.D == 128);
         const int64_t before = cuda::decode_tc_launches();
-        run_case(c);
+        run_case(c, false);
         const int64_t n = cuda::decode_tc_launches() - before;
         std::printf("TC %s: %lld tc launches\n", c.name.c_str(), static_cast<long long>(n));
         if (applies && single) {
@@ -458,14 +464,28 @@ TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
         for (const auto& c : extra) {
             SCOPED_TRACE(std::string("stages ") + nst);
             const int64_t before = cuda::decode_tc_launches();
-            run_case(c);
+            run_case(c, false);
             EXPECT_GT(cuda::decode_tc_launches(), before) << c.name << " stages " << nst;
         }
     }
     unsetenv("FARSIGHT_DECODE_TC_STAGES");
+    // decode_kernel forced on every case
+    setenv("FARSIGHT_DECODE", "cc", 1);
+    for (const auto& c : all) {
+        const int64_t before = cuda::decode_tc_launches();
+        run_case(c, false);
+        EXPECT_EQ(cuda::decode_tc_launches(), before) << c.name << ": FARSIGHT_DECODE=cc ran tc";
+    }
     unsetenv("FARSIGHT_DECODE");
-    // off again: the default kernel
-    const int64_t before = cuda::decode_tc_launches();
-    run_case(all.front());
-    EXPECT_EQ(cuda::decode_tc_launches(), before) << "FARSIGHT_DECODE unset ran the tc kernel";
+    // automatic: 1 token x 2 kv heads stays on decode_kernel, 40 x 2 (80 pairs, the threshold
+    // is 64) takes the tc kernel
+    Case small{"auto_1x2", 8, 2, 128, 16, 0, {{300, 1}}};
+    Case big{"auto_40x2", 8, 2, 128, 16, 0, {}};
+    for (int i = 0; i < 40; ++i) big.seqs.push_back({100 + 7 * i, 1});
+    int64_t before = cuda::decode_tc_launches();
+    run_case(small, false);
+    EXPECT_EQ(cuda::decode_tc_launches(), before) << "automatic choice: tc at 2 pairs";
+    before = cuda::decode_tc_launches();
+    run_case(big, false);
+    EXPECT_GT(cuda::decode_tc_launches(), before) << "automatic choice: no tc at 80 pairs";
 }

@@ -154,8 +154,8 @@ TEST(CudaBench, Attention) {
     const int64_t H = 32, KVH = 8, D = 128, bs = 16;
     AttnParams p{H, KVH, D, D, 1.0f / std::sqrt(128.0f), 0};
     // decode: 32 sequences x 1024 context (llama3-8b batch 32), then 16 x 4096; each with the
-    // default kernel (decode_kernel) and the tensor-core one (FARSIGHT_DECODE=tc). Both include
-    // the kv_store kernel of the step, as before.
+    // CUDA-core kernel (decode_kernel, FARSIGHT_DECODE=cc) and the tensor-core one
+    // (FARSIGHT_DECODE=tc). Both include the kv_store kernel of the step, as before.
     const int64_t C = (H + 2 * KVH) * D;
     auto bench_decode = [&](int64_t S, int32_t ctx) {
         KVLayout L{1, S * ctx / bs + 1, bs, KVH, D, dt};
@@ -170,24 +170,23 @@ TEST(CudaBench, Attention) {
         Tensor q1 = upload(b, randv(S * C, dt), S, C, dt);
         Tensor o1 = b.alloc(dt, S, H * D);
         const double bytes = double(S) * ctx * KVH * D * 2 * 2;
-        // "", then the tc kernel with its default ring depth (3), then depths 2 and 4
-        // (FARSIGHT_DECODE_TC_STAGES)
-        // (every variant must be finite and agree with the default kernel)
+        // decode_kernel (FARSIGHT_DECODE=cc), then the tc kernel with its default ring depth (3),
+        // then depths 2 and 4 (FARSIGHT_DECODE_TC_STAGES)
+        // (every variant must be finite and agree with decode_kernel)
         std::vector<float> first;
-        for (const char* k : {"", "tc", "tc_s2", "tc_s4"}) {
-            if (k[0]) setenv("FARSIGHT_DECODE", "tc", 1);
-            if (k[0] && k[2]) setenv("FARSIGHT_DECODE_TC_STAGES", k + 4, 1);
+        for (const char* k : {"cc", "tc", "tc_s2", "tc_s4"}) {
+            const bool tc = k[0] == 't';
+            setenv("FARSIGHT_DECODE", tc ? "tc" : "cc", 1);
+            if (tc && k[2]) setenv("FARSIGHT_DECODE_TC_STAGES", k + 4, 1);
             const int64_t tc0 = cuda::decode_tc_launches();
             double ms = time_ms(b, 20,
                                 [&] {
                                     for (int i = 0; i < 20; ++i) b.attention(0, q1, p, o1);
                                 }) /
                         20;
-            std::printf("BENCH decode_attention%s%s %ldx%d H32/KV8/D128 %.1f us %.0f GB/s%s\n",
-                        k[0] ? "_" : "", k, static_cast<long>(S), ctx, ms * 1e3,
-                        bytes / (ms * 1e-3) / 1e9,
-                        k[0] && cuda::decode_tc_launches() == tc0 ? " (tc kernel did not run)"
-                                                                   : "");
+            std::printf("BENCH decode_attention_%s %ldx%d H32/KV8/D128 %.1f us %.0f GB/s\n", k,
+                        static_cast<long>(S), ctx, ms * 1e3, bytes / (ms * 1e-3) / 1e9);
+            EXPECT_EQ(cuda::decode_tc_launches() > tc0, tc) << k << ": wrong decode kernel";
             unsetenv("FARSIGHT_DECODE");
             unsetenv("FARSIGHT_DECODE_TC_STAGES");
             const std::vector<float> o = download(b, o1);
@@ -196,7 +195,7 @@ TEST(CudaBench, Attention) {
                 first = o;
             } else {
                 std::vector<double> ref(first.begin(), first.end());
-                EXPECT_LT(rel_l2(o, ref), 1e-2) << k << " against the default decode kernel";
+                EXPECT_LT(rel_l2(o, ref), 1e-2) << k << " against decode_kernel";
             }
         }
         return q;

@@ -131,7 +131,11 @@ class CudaDecodeFused : public ::testing::TestWithParam<DType> {};
 
 TEST_P(CudaDecodeFused, RopeAttentionMatchesSeparateOps) {
     FS_REQUIRE_GPU();
+    setenv("FARSIGHT_DECODE", "cc", 1);  // decode_kernel on every geometry (no automatic tc)
+    const int64_t before = cuda::decode_tc_launches();
     run_fused(GetParam());
+    EXPECT_EQ(cuda::decode_tc_launches(), before) << "FARSIGHT_DECODE=cc ran the tc kernel";
+    unsetenv("FARSIGHT_DECODE");
 }
 
 // FARSIGHT_DECODE=tc: on the GQA geometries (2..8 q heads per kv head) the tensor-core decode

@@ -1086,7 +1086,8 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
                                 (p.head_dim == 64 || p.head_dim == 128) &&
                                 dm_.num_prefill_tiles == 0 && !skip(kSkipRope | kSkipKv) &&
                                 // FARSIGHT_DECODE=tc_norope: the tc kernel without it
-                                !(decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim) &&
+                                !(decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim,
+                                                    dm_.num_decode_tokens) &&
                                   !decode_tc_fold_rope());
     if (rope_in_decode) {
     } else if (rope_half < 0) {

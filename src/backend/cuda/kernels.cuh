@@ -120,13 +120,14 @@ int64_t splitk_counter_count(int64_t n_tokens, int64_t H);
 void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
                              int64_t splits, void* work, int* counters, cudaStream_t st);
 // Tensor-core GQA decode (decode_tc_kernel, mma.sync with the K/V rows streamed through
-// per-warp cp.async rings): selected by FARSIGHT_DECODE=tc or tc_norope (read on every call),
-// for 2..8 q heads per kv head and head_dim 64/128, with or without a.rope_store;
+// per-warp cp.async rings), for 2..8 q heads per kv head and head_dim 64/128, with or without
+// a.rope_store. FARSIGHT_DECODE (read on every call): unset or "" = automatic, the tc kernel for
+// steps of at least FARSIGHT_DECODE_TC_MIN (default 64) (decode token, kv head) pairs and
+// decode_kernel below that; "tc" / "tc_norope" force the tc kernel, "cc" forces decode_kernel.
 // decode_tc_fold_rope() is false for tc_norope: the backend then rotates and stores with
 // rope_store_kernel first (a.rope_store == 0). decode_tc_launches() counts its launches.
-bool decode_tc_enabled();
 bool decode_tc_fold_rope();
-bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D);
+bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D, int64_t n_tokens);
 int64_t decode_tc_launches();
 // Tiled tensor-core prefill over m.prefill_tiles (m.prefill_tile_q query rows of one sequence).
 bool prefill_supported(int64_t D);
