@@ -478,7 +478,7 @@ TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
     }
     unsetenv("FARSIGHT_DECODE");
     // automatic: 1 token x 2 kv heads stays on decode_kernel, 40 x 2 (80 pairs, the threshold
-    // is 64) takes the tc kernel
+    // is 16) takes the tc kernel
     Case small{"auto_1x2", 8, 2, 128, 16, 0, {{300, 1}}};
     Case big{"auto_40x2", 8, 2, 128, 16, 0, {}};
     for (int i = 0; i < 40; ++i) big.seqs.push_back({100 + 7 * i, 1});

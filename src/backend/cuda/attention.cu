@@ -1520,7 +1520,7 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 namespace {
 int64_t decode_tc_min_pairs() {
     const char* e = std::getenv("FARSIGHT_DECODE_TC_MIN");
-    return e && e[0] ? std::atoll(e) : 64;
+    return e && e[0] ? std::atoll(e) : 16;
 }
 }  // namespace
 
@@ -1536,8 +1536,9 @@ bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D, int64_t n_tokens) {
     const char* e = std::getenv("FARSIGHT_DECODE");
     if (e && e[0]) return std::strcmp(e, "tc") == 0 || std::strcmp(e, "tc_norope") == 0;
     // automatic: few (token, kv head) pairs leave the tc kernel's 4 warps per partition short
-    // of tiles, and decode_kernel is faster there (H200, llama3-8b ctx 1K: batch 1 4.46 against
-    // 4.59 ms per step; batch 32 7.93 against 6.09 ms)
+    // of tiles, and decode_kernel is faster there. H200, llama3-8b (8 kv heads) ctx 1K, ms per
+    // step decode_kernel / tc: batch 1 4.45 / 4.59, 2 4.94-5.06 / 4.91-4.98, 4 5.43 / 5.14,
+    // 8 5.72 / 5.28, 16 6.28 / 5.53-5.58, 32 7.92-7.97 / 6.09-6.10.
     return n_tokens * KVH >= decode_tc_min_pairs();
 }
 

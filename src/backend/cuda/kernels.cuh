@@ -122,7 +122,7 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 // Tensor-core GQA decode (decode_tc_kernel, mma.sync with the K/V rows streamed through
 // per-warp cp.async rings), for 2..8 q heads per kv head and head_dim 64/128, with or without
 // a.rope_store. FARSIGHT_DECODE (read on every call): unset or "" = automatic, the tc kernel for
-// steps of at least FARSIGHT_DECODE_TC_MIN (default 64) (decode token, kv head) pairs and
+// steps of at least FARSIGHT_DECODE_TC_MIN (default 16) (decode token, kv head) pairs and
 // decode_kernel below that; "tc" / "tc_norope" force the tc kernel, "cc" forces decode_kernel.
 // decode_tc_fold_rope() is false for tc_norope: the backend then rotates and stores with
 // rope_store_kernel first (a.rope_store == 0). decode_tc_launches() counts its launches.
