@@ -488,4 +488,9 @@ TEST(CudaAttentionTc, DecodeTcKernelMatchesReference) {
     before = cuda::decode_tc_launches();
     run_case(big, false);
     EXPECT_GT(cuda::decode_tc_launches(), before) << "automatic choice: no tc at 80 pairs";
+    // and one token over a long context (decode_tc_min_ctx(), 8192) takes it too
+    Case longc{"auto_1x2_ctx9000", 8, 2, 128, 16, 0, {{9000, 1}}};
+    before = cuda::decode_tc_launches();
+    run_case(longc, false);
+    EXPECT_GT(cuda::decode_tc_launches(), before) << "automatic choice: no tc at context 9001";
 }

@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.cuh"
 #include "engine/session.h"
 
 using namespace farsight;
@@ -162,4 +163,32 @@ TEST(CudaGraphs, HeadDim64Mqa8DynamicRopeMatchesEager) {
     LoadOptions o;
     o.dummy = write_config("d64_mqa8_dyn", 512, 8, 1, true);
     check_model("d64 mqa8 dynamic rope", o);
+}
+
+// The decode kernel depends on the longest context (decode_tc_min_ctx: the tensor-core kernel
+// from there on), and recorded steps are keyed on that side too. With the threshold at 76,
+// sequence 4 (prompt 70) is short in its first bucket-8 steps (contexts 71-74), crosses it
+// inside its bucket-4 steps (75 short, 76-77 long) and is long in the last bucket-8 steps
+// (78-79): bucket 8 records a graph per side, bucket 4 only its long one (its short side has
+// a single step), buckets 1 and 2 one each: 5 graphs in all (4 if the key ignored the
+// context). Eager and recorded runs must agree.
+TEST(CudaGraphs, LongContextDecodeKernelSwitchMatchesEager) {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+    setenv("FARSIGHT_DECODE_TC_MIN_CTX", "76", 1);
+    LoadOptions o;
+    o.dummy = write_config("d128_gqa2", 256, 2, 1, false);
+    o.device = "cuda";
+    o.kv_tokens = 1024;
+    o.max_model_len = 512;
+    const int64_t tc0 = cuda::decode_tc_launches();
+    const auto eager = run_schedule(o, false);
+    const int64_t tc_eager = cuda::decode_tc_launches() - tc0;
+    const auto graph = run_schedule(o, true);
+    unsetenv("FARSIGHT_DECODE_TC_MIN_CTX");
+    // eager: 2 layers x the 4 long steps (contexts 76, 77, 78, 79)
+    EXPECT_EQ(tc_eager, 8) << "tc decode launches in the eager run";
+    EXPECT_EQ(graph.stats.captures, 5);
+    std::printf("[figure] long-context switch: %ld tc launches eager, %ld graphs recorded\n",
+                static_cast<long>(tc_eager), static_cast<long>(graph.stats.captures));
+    compare("d128 gqa2 long-context switch", eager, graph, eager.vocab);
 }

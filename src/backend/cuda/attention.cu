@@ -1359,7 +1359,8 @@ void launch_splitk_d(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
                      void* work, int* cnt, cudaStream_t st) {
     float* ml = static_cast<float*>(work);
     float* accw = ml + n_tokens * a.H * splits * 2;
-    if (decode_tc_applies(a.H, a.KVH, a.D, n_tokens)) {  // FARSIGHT_DECODE
+    if (a.tc) {  // decode_tc_applies() said so
+        FS_CHECK(a.D == 64 || a.D == 128, "attention: the tc decode kernel needs head_dim 64/128");
         if (a.D == 64) return launch_decode_tc<T, 64>(a, m, n_tokens, splits, ml, accw, cnt, st);
         return launch_decode_tc<T, 128>(a, m, n_tokens, splits, ml, accw, cnt, st);
     }
@@ -1465,13 +1466,13 @@ int64_t choose_splits_uncached(DType dt, int64_t n_tokens, int64_t H, int64_t KV
 }  // namespace
 
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
-                             int64_t max_ctx, int num_sms) {
+                             int64_t max_ctx, int num_sms, bool use_tc) {
     // Every layer of an eager step asks the same question: remember the last answer.
     using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
     thread_local Key last_key{-1, 0, 0, 0, 0, 0, 0, 0};
     thread_local int64_t last_splits = 1;
-    // the kernel that will run (FARSIGHT_DECODE): 0 decode_kernel, else the tc ring depth
-    const int tc = decode_tc_applies(H, KVH, D, n_tokens) ? decode_tc_stages() : 0;
+    // the kernel that will run: 0 decode_kernel, else the tc ring depth
+    const int tc = use_tc ? decode_tc_stages() : 0;
     const auto key =
         std::make_tuple(static_cast<int>(dt), n_tokens, H, KVH, D, max_ctx, num_sms, tc);
     if (key == last_key) return last_splits;
@@ -1524,22 +1525,28 @@ int64_t decode_tc_min_pairs() {
 }
 }  // namespace
 
+int64_t decode_tc_min_ctx() {
+    const char* e = std::getenv("FARSIGHT_DECODE_TC_MIN_CTX");
+    return e && e[0] ? std::atoll(e) : 8192;
+}
+
 bool decode_tc_fold_rope() {
     const char* e = std::getenv("FARSIGHT_DECODE");
     return !(e != nullptr && std::string(e) == "tc_norope");
 }
 
-bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D, int64_t n_tokens) {
+bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D, int64_t n_tokens, int64_t max_ctx) {
     if (KVH <= 0 || H % KVH != 0) return false;
     const int64_t G = H / KVH;
     if (!(G >= 2 && G <= kTcCols && (D == 64 || D == 128))) return false;
     const char* e = std::getenv("FARSIGHT_DECODE");
     if (e && e[0]) return std::strcmp(e, "tc") == 0 || std::strcmp(e, "tc_norope") == 0;
-    // automatic: few (token, kv head) pairs leave the tc kernel's 4 warps per partition short
-    // of tiles, and decode_kernel is faster there. H200, llama3-8b (8 kv heads) ctx 1K, ms per
-    // step decode_kernel / tc: batch 1 4.45 / 4.59, 2 4.94-5.06 / 4.91-4.98, 4 5.43 / 5.14,
-    // 8 5.72 / 5.28, 16 6.28 / 5.53-5.58, 32 7.92-7.97 / 6.09-6.10.
-    return n_tokens * KVH >= decode_tc_min_pairs();
+    // automatic: few (token, kv head) pairs over short contexts leave the tc kernel's 4 warps
+    // per partition short of tiles, and decode_kernel is faster there. H200, llama3-8b (8 kv
+    // heads), ms per step decode_kernel / tc: ctx 1K batch 1 4.45 / 4.59, 2 4.94-5.06 /
+    // 4.91-4.98, 4 5.43 / 5.14, 8 5.72 / 5.28, 16 6.28 / 5.53-5.58, 32 7.92-7.97 / 6.09-6.10;
+    // batch 1 ctx 128 4.39 / 4.53, ctx 4K 4.77 / 4.78-4.80, ctx 32K 6.72 / 5.66.
+    return n_tokens * KVH >= decode_tc_min_pairs() || max_ctx >= decode_tc_min_ctx();
 }
 
 int64_t decode_tc_launches() {

@@ -436,12 +436,16 @@ class CudaBackend final : public Backend {
         cudaGetLastError();
         graphs_.erase(cur_graph_);
     }
-    // Workspace of the split-K decode attention for a step of n decode tokens.
+    // Workspace of the split-K decode attention for a step of n decode tokens (either kernel).
     size_t decode_ws_bytes(int64_t n, const AttnParams& p, int64_t ctx) const {
-        const int64_t splits =
-            splitk_choose_splits(act_, n, p.num_heads, p.num_kv_heads, p.head_dim, ctx,
-                                 props_.multiProcessorCount);
-        return splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits);
+        size_t bytes = 0;
+        for (bool tc : {false, true}) {
+            const int64_t splits =
+                splitk_choose_splits(act_, n, p.num_heads, p.num_kv_heads, p.head_dim, ctx,
+                                     props_.multiProcessorCount, tc);
+            bytes = std::max(bytes, splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits));
+        }
+        return bytes;
     }
 
     Tensor alloc_weight(DType dtype, int64_t rows, int64_t cols) {
@@ -545,7 +549,7 @@ class CudaBackend final : public Backend {
             if (exec) cudaGraphExecDestroy(exec);
         }
     };
-    using GraphKey = std::pair<int64_t, uint64_t>;
+    using GraphKey = std::pair<int64_t, uint64_t>;  // (2 * bucket + long context, tensors)
     std::map<GraphKey, GraphExec> graphs_;
     bool graphs_enabled_ = true;
     bool residual_act_ = false;  // FARSIGHT_RESIDUAL=act: residual stream in the activation dtype
@@ -814,10 +818,13 @@ bool CudaBackend::begin_step(const BatchMeta& meta, uint64_t tensors_id) {
     begin_forward_impl(meta, true);
     replay_ = false;
     if (graph_bucket_ == 0) return false;
-    cur_graph_ = {graph_bucket_, tensors_id};
+    // the key: the bucket, whether the longest context takes the long-context decode kernel
+    // (decode_tc_min_ctx), and the caller's tensors
+    cur_graph_ = {graph_bucket_ * 2 + (max_decode_ctx_ >= decode_tc_min_ctx() ? 1 : 0),
+                  tensors_id};
     // graphs of this bucket recorded for tensors the caller has since moved are dead
-    for (auto it = graphs_.lower_bound({graph_bucket_, 0});
-         it != graphs_.end() && it->first.first == graph_bucket_;)
+    for (auto it = graphs_.lower_bound({graph_bucket_ * 2, 0});
+         it != graphs_.end() && it->first.first / 2 == graph_bucket_;)
         it = it->first.second != tensors_id ? graphs_.erase(it) : std::next(it);
     GraphExec& g = graphs_[cur_graph_];
     if (g.exec) {
@@ -1081,14 +1088,17 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
     char* vbase = kbase + pool_elems * dtype_size(act_);
     // Steps of one new token per sequence (decode): the decode attention kernel rotates q/k and
     // stores k/v itself (head_dim 64/128, full rotary). Otherwise one kernel rotates and stores.
+    // decode kernel of this step (decode_tc_applies: FARSIGHT_DECODE, batch, context); recorded
+    // steps are keyed on the context side of the choice (decode_long_)
+    const bool use_tc = dm_.num_decode_tokens > 0 &&
+                        decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim,
+                                          dm_.num_decode_tokens, max_decode_ctx_);
     const bool rope_in_decode = rope_half >= 0 && single_token_seqs_ && rope_in_decode_ &&
                                 2 * rope_half == p.head_dim &&
                                 (p.head_dim == 64 || p.head_dim == 128) &&
                                 dm_.num_prefill_tiles == 0 && !skip(kSkipRope | kSkipKv) &&
                                 // FARSIGHT_DECODE=tc_norope: the tc kernel without it
-                                !(decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim,
-                                                    dm_.num_decode_tokens) &&
-                                  !decode_tc_fold_rope());
+                                !(use_tc && !decode_tc_fold_rope());
     if (rope_in_decode) {
     } else if (rope_half < 0) {
         if (!skip(kSkipKv))
@@ -1103,6 +1113,7 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
                  p.head_dim, L.block_size, p.window, p.scale, out.data, out.cols};
     a.rope_store = rope_in_decode ? 1 : 0;
     a.pool_slots = (L.num_blocks + 1) * L.block_size;
+    a.tc = use_tc ? 1 : 0;
     if (dm_.num_prefill_tiles > 0) launch_attention_prefill(a, dm_, st);
     if (dm_.num_decode_tokens > 0) {
         // Recorded steps must not depend on context lengths: the split count then depends only
@@ -1112,7 +1123,7 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
         const int64_t n = dm_.num_decode_tokens;
         const int64_t splits =
             splitk_choose_splits(act_, n, p.num_heads, p.num_kv_heads, p.head_dim, ctx,
-                                 props_.multiProcessorCount);
+                                 props_.multiProcessorCount, use_tc);
         size_t need = splitk_workspace_bytes(n, p.num_heads, p.head_dim, splits);
         if (graph_bucket_ > 0)  // one size for every bucket: growing would move recorded steps
             for (int64_t b = 1; b <= kMaxGraphRows; b *= 2)

@@ -103,6 +103,9 @@ struct AttnLaunch {
     // slots per pool ((num_blocks + 1) * block_size: the TMA tensor maps of the ws prefill
     // kernel need the extent); 0 = unknown (the ws kernel is then not used)
     int64_t pool_slots = 0;
+    // split-K decode: 1 = decode_tc_kernel (the caller decides with decode_tc_applies and
+    // passes the same choice to splitk_choose_splits), 0 = decode_kernel / splitk_kernel
+    int tc = 0;
 };
 // Split-K flash-decoding over m.decode_tokens (any q_len: each token is its own query).
 // Each (token, kv head) runs `splits` blocks; the kernel cuts every token's visible keys into
@@ -111,9 +114,10 @@ struct AttnLaunch {
 // recording). `work` must hold splitk_workspace_bytes(...).
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits);
 // Partitions per (token, kv head) for the decode kernel: enough blocks to fill the device in
-// balanced waves (occupancy of the kernel that runs), no partition under decode_min_partition() (32) keys of max_ctx.
+// balanced waves (occupancy of the kernel that runs: tc = the launch's AttnLaunch::tc), no
+// partition under decode_min_partition() (32) keys of max_ctx.
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
-                             int64_t max_ctx, int num_sms);
+                             int64_t max_ctx, int num_sms, bool tc);
 // `counters`: splitk_counter_count(n_tokens, H) ints, all zero between launches (zero them
 // once when allocating; the kernel leaves them zero).
 int64_t splitk_counter_count(int64_t n_tokens, int64_t H);
@@ -122,12 +126,15 @@ void launch_attention_splitk(const AttnLaunch& a, const DevMeta& m, int64_t n_to
 // Tensor-core GQA decode (decode_tc_kernel, mma.sync with the K/V rows streamed through
 // per-warp cp.async rings), for 2..8 q heads per kv head and head_dim 64/128, with or without
 // a.rope_store. FARSIGHT_DECODE (read on every call): unset or "" = automatic, the tc kernel for
-// steps of at least FARSIGHT_DECODE_TC_MIN (default 16) (decode token, kv head) pairs and
-// decode_kernel below that; "tc" / "tc_norope" force the tc kernel, "cc" forces decode_kernel.
+// steps of at least FARSIGHT_DECODE_TC_MIN (default 16) (decode token, kv head) pairs or whose
+// longest decode context is at least decode_tc_min_ctx() (FARSIGHT_DECODE_TC_MIN_CTX, default
+// 8192), decode_kernel otherwise; "tc" / "tc_norope" force the tc kernel, "cc" decode_kernel.
+// Recorded steps key their graphs on max_ctx >= decode_tc_min_ctx() as well.
 // decode_tc_fold_rope() is false for tc_norope: the backend then rotates and stores with
 // rope_store_kernel first (a.rope_store == 0). decode_tc_launches() counts its launches.
 bool decode_tc_fold_rope();
-bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D, int64_t n_tokens);
+bool decode_tc_applies(int64_t H, int64_t KVH, int64_t D, int64_t n_tokens, int64_t max_ctx);
+int64_t decode_tc_min_ctx();
 int64_t decode_tc_launches();
 // Tiled tensor-core prefill over m.prefill_tiles (m.prefill_tile_q query rows of one sequence).
 bool prefill_supported(int64_t D);
