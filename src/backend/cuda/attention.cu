@@ -51,14 +51,15 @@ __device__ __forceinline__ TokenRange token_range(const DevMeta& m, int32_t t, i
     return r;
 }
 
-// Fewest keys per decode partition: 32 (one round of the decode kernel's K/V loads at D = 128,
-// issued before pdl_wait; H200 llama2-7b batch 1 ctx 128: 84.4 -> 85.5% of roofline against 64, ctx
-// 32K unchanged), or FARSIGHT_DECODE_MIN_PART (16..1024, a multiple of 16) for measurements.
+// Fewest keys per decode partition: 16 (H200 llama2-7b batch 1 ctx 128: 84.4 -> 85.5% of
+// roofline from 64 to 32 keys in session 4, 85.3-85.7 -> 86.1-86.2% from 32 to 16 in session 5;
+// ctx 32K unchanged: the partition count is then set by occupancy), or FARSIGHT_DECODE_MIN_PART
+// (16..1024, a multiple of 16) for measurements.
 int decode_min_partition() {
     static const int v = [] {
         const char* e = std::getenv("FARSIGHT_DECODE_MIN_PART");
         const int n = e ? std::atoi(e) : 0;
-        return n >= 16 && n <= 1024 && n % 16 == 0 ? n : 32;
+        return n >= 16 && n <= 1024 && n % 16 == 0 ? n : 16;
     }();
     return v;
 }

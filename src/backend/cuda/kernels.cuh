@@ -99,7 +99,7 @@ struct AttnLaunch {
     int rope_store = 0;
     // fewest keys per decode partition (set by launch_attention_splitk from
     // decode_min_partition())
-    int min_part = 32;
+    int min_part = 16;
     // slots per pool ((num_blocks + 1) * block_size: the TMA tensor maps of the ws prefill
     // kernel need the extent); 0 = unknown (the ws kernel is then not used)
     int64_t pool_slots = 0;
@@ -115,7 +115,7 @@ struct AttnLaunch {
 size_t splitk_workspace_bytes(int64_t n_tokens, int64_t H, int64_t D, int64_t splits);
 // Partitions per (token, kv head) for the decode kernel: enough blocks to fill the device in
 // balanced waves (occupancy of the kernel that runs: tc = the launch's AttnLaunch::tc), no
-// partition under decode_min_partition() (32) keys of max_ctx.
+// partition under decode_min_partition() (16) keys of max_ctx.
 int64_t splitk_choose_splits(DType dt, int64_t n_tokens, int64_t H, int64_t KVH, int64_t D,
                              int64_t max_ctx, int num_sms, bool tc);
 // `counters`: splitk_counter_count(n_tokens, H) ints, all zero between launches (zero them
