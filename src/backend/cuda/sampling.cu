@@ -102,19 +102,40 @@ __device__ void select_bin(SampleShared& sh, u64 need) {
 // The key t (8 bits per pass, most significant first) where the running count (kMass: weight)
 // of the keys in descending order reaches `need`; *left = need minus the count/weight of the
 // keys above t (1 <= *left <= count/weight of the keys equal to t).
+// The histogram adds are aggregated per warp first: logits share a handful of exponent bins,
+// and one shared-memory atomic per element serialised the first pass on those few addresses
+// (H200: 4.7 ms for 32 rows of 128256 at T 0.8 top-k 50 top-p 0.9). Integer sums: the result
+// does not depend on the order.
 template <bool kMass>
 __device__ uint32_t radix_select(const float* __restrict__ x, int V, float M, float inv_t, u64 need,
                                  SampleShared& sh, u64* left) {
+    const int lane = threadIdx.x & 31;
     uint32_t prefix = 0, mask = 0;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[b] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < V; i += blockDim.x) {
-            const float v = x[i];
-            const uint32_t key = sampling::order_key(v);
-            if ((key & mask) != prefix) continue;
-            const u64 w = kMass ? sampling::weight(v, M, inv_t) : 1ull;
-            if (w) atomicAdd(&sh.hist[(key >> shift) & 255u], w);
+        // every lane of a warp runs the same number of rounds (the shuffles need them all)
+        for (int i0 = threadIdx.x - lane; i0 < V; i0 += blockDim.x) {
+            const int i = i0 + lane;
+            u64 w = 0;
+            uint32_t bin = 0;
+            if (i < V) {
+                const float v = x[i];
+                const uint32_t key = sampling::order_key(v);
+                if ((key & mask) == prefix) {
+                    w = kMass ? sampling::weight(v, M, inv_t) : 1ull;
+                    bin = (key >> shift) & 255u;
+                }
+            }
+            unsigned todo = __ballot_sync(kFull, w != 0);
+            while (todo) {  // one round per distinct bin among the warp's elements
+                const int leader = __ffs(todo) - 1;
+                const uint32_t lb = __shfl_sync(kFull, bin, leader);
+                const bool mine = w != 0 && bin == lb;
+                const u64 s = warp_sum(mine ? w : 0ull);
+                if (lane == leader) atomicAdd(&sh.hist[lb], s);
+                todo &= ~__ballot_sync(kFull, mine);
+            }
         }
         __syncthreads();
         if (threadIdx.x < 32) select_bin(sh, need);
