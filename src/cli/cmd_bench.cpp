@@ -35,11 +35,13 @@ struct BenchOpts {
     std::vector<int> batches = {1};
     std::string json_out;
     size_t bw_bytes_mb = 1024;
-    bool logits_readback = false;  // decode steps read the logits back instead of sampling greedily on the device
+    bool logits_readback =
+        false;  // decode steps read the logits back instead of sampling greedily on the device
 };
 
 double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 std::string iso_date() {
@@ -60,14 +62,18 @@ void write_json(const BenchOpts& o, const nlohmann::json& out) {
 // FLOPs of a forward over n new tokens after `past` cached ones: 2 per weight per token
 // (embedding excluded) plus causal attention (q.k and p.v).
 [[maybe_unused]] double forward_flops(const ModelConfig& c, int64_t n, int64_t past) {
-    const double H = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
+    const double H = static_cast<double>(c.hidden_size),
+                 I = static_cast<double>(c.intermediate_size);
     const double Q = static_cast<double>(c.q_dim()), KV = static_cast<double>(c.kv_dim());
     const double per_layer = H * (Q + 2 * KV) + Q * H + 3 * H * I;
-    const double matmul = 2.0 * n * (static_cast<double>(c.num_layers) * per_layer + H * static_cast<double>(c.vocab_size));
+    const double matmul =
+        2.0 * n *
+        (static_cast<double>(c.num_layers) * per_layer + H * static_cast<double>(c.vocab_size));
     // keys seen by query i: past + i + 1
-    const double keys = static_cast<double>(n) * static_cast<double>(past) + static_cast<double>(n) * (n + 1) / 2.0;
-    const double attn = 2.0 * 2.0 * static_cast<double>(c.num_layers) * static_cast<double>(c.num_heads) *
-                        static_cast<double>(c.head_dim) * keys;
+    const double keys =
+        static_cast<double>(n) * static_cast<double>(past) + static_cast<double>(n) * (n + 1) / 2.0;
+    const double attn = 2.0 * 2.0 * static_cast<double>(c.num_layers) *
+                        static_cast<double>(c.num_heads) * static_cast<double>(c.head_dim) * keys;
     return matmul + attn;
 }
 
@@ -80,10 +86,11 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
     const DeviceRoofline roof = measure_device_roofline(0);
     out["device_name"] = roof.device_name;
     out["commit"] = o.commit;
-    out["roofline"] = {{"copy_gbps_read_plus_write", roof.copy_gbps}, {"bf16_gemm_tflops", roof.bf16_gemm_tflops},
+    out["roofline"] = {{"copy_gbps_read_plus_write", roof.copy_gbps},
+                       {"bf16_gemm_tflops", roof.bf16_gemm_tflops},
                        {"total_mem_bytes", roof.total_mem}};
-    fmt::print("device: {} | copy {:.0f} GB/s (read+write) | bf16 GEMM {:.0f} TFLOP/s\n", roof.device_name,
-               roof.copy_gbps, roof.bf16_gemm_tflops);
+    fmt::print("device: {} | copy {:.0f} GB/s (read+write) | bf16 GEMM {:.0f} TFLOP/s\n",
+               roof.device_name, roof.copy_gbps, roof.bf16_gemm_tflops);
     LoadOptions lo = o.load;
     lo.progress = true;
     if (lo.max_model_len == 0) {
@@ -144,9 +151,14 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
         }
         const double flops = forward_flops(c, n, 0);
         const double mfu = 100.0 * flops / best / (roof.bf16_gemm_tflops * 1e12);
-        fmt::print("prefill {:6d} tokens: {:8.3f} s  {:9.0f} tok/s  MFU {:5.1f}% of measured bf16 GEMM rate\n", n,
-                   best, n / best, mfu);
-        pre.push_back({{"tokens", n}, {"seconds", best}, {"tok_s", n / best}, {"model_tflop", flops / 1e12},
+        fmt::print(
+            "prefill {:6d} tokens: {:8.3f} s  {:9.0f} tok/s  MFU {:5.1f}% of measured bf16 GEMM "
+            "rate\n",
+            n, best, n / best, mfu);
+        pre.push_back({{"tokens", n},
+                       {"seconds", best},
+                       {"tok_s", n / best},
+                       {"model_tflop", flops / 1e12},
                        {"mfu_pct", mfu}});
     }
     out["prefill"] = pre;
@@ -167,7 +179,9 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
             std::vector<SeqStep> steps;
             for (int b = 0; b < B; ++b) {
                 last[static_cast<size_t>(b)] = tok(rng);
-                steps.push_back({&tables[static_cast<size_t>(b)], std::span<const int32_t>(&last[static_cast<size_t>(b)], 1), false});
+                steps.push_back({&tables[static_cast<size_t>(b)],
+                                 std::span<const int32_t>(&last[static_cast<size_t>(b)], 1),
+                                 false});
             }
             const double t0 = now_s();
             decode_step(steps);  // reads back the ids or the logits: includes the device sync
@@ -178,15 +192,23 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
         std::sort(times.begin(), times.end());
         const double med = times[times.size() / 2];
         const int64_t mid = ctx + o.decode / 2;
-        const double kv = static_cast<double>(s.model().decode_bytes(mid) - s.model().decode_bytes(0));
+        const double kv =
+            static_cast<double>(s.model().decode_bytes(mid) - s.model().decode_bytes(0));
         const double bytes = static_cast<double>(s.model().decode_bytes(0)) + B * kv;
         // roofline: reading those bytes once at the measured copy bandwidth
         const double roof_s = bytes / (roof.copy_gbps * 1e9);
         const double pct = 100.0 * roof_s / med;
-        fmt::print("decode batch {:3d} ctx {:6d}: {:8.1f} tok/s ({:7.3f} ms/step) | {:6.0f} GB/s | {:5.1f}% of roofline\n",
-                   B, ctx, B / med, med * 1e3, bytes / med / 1e9, pct);
-        return {{"batch", B}, {"context", ctx}, {"tok_s", B / med}, {"step_ms", med * 1e3},
-                {"bytes_per_step", bytes}, {"gbps", bytes / med / 1e9}, {"pct_of_roofline", pct}};
+        fmt::print(
+            "decode batch {:3d} ctx {:6d}: {:8.1f} tok/s ({:7.3f} ms/step) | {:6.0f} GB/s | "
+            "{:5.1f}% of roofline\n",
+            B, ctx, B / med, med * 1e3, bytes / med / 1e9, pct);
+        return {{"batch", B},
+                {"context", ctx},
+                {"tok_s", B / med},
+                {"step_ms", med * 1e3},
+                {"bytes_per_step", bytes},
+                {"gbps", bytes / med / 1e9},
+                {"pct_of_roofline", pct}};
     };
     nlohmann::json dec = nlohmann::json::array();
     for (int ctx : o.decode_ctxs)
@@ -195,7 +217,8 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
         if (auto r = decode_run(B, o.batch_ctx); !r.is_null()) dec.push_back(r);
     out["decode"] = dec;
     out["peak_device_memory_bytes"] = roof.total_mem - min_free;
-    fmt::print("peak device memory in use: {:.2f} GB of {:.2f} GB\n", static_cast<double>(roof.total_mem - min_free) / 1e9,
+    fmt::print("peak device memory in use: {:.2f} GB of {:.2f} GB\n",
+               static_cast<double>(roof.total_mem - min_free) / 1e9,
                static_cast<double>(roof.total_mem) / 1e9);
     write_json(o, out);
     return 0;
@@ -213,10 +236,12 @@ int run_bench(const BenchOpts& o) {
         const size_t bytes = o.bw_bytes_mb << 20;
         copy_gbps = cpu::measure_copy_bandwidth(pool, bytes);
         const double read_gbps = cpu::measure_read_bandwidth(pool, bytes);
-        out["roofline"] = {{"copy_gbps_read_plus_write", copy_gbps}, {"read_gbps", read_gbps},
+        out["roofline"] = {{"copy_gbps_read_plus_write", copy_gbps},
+                           {"read_gbps", read_gbps},
                            {"threads", pool.size()}};
-        fmt::print("memory bandwidth: copy {:.2f} GB/s (read+write), read {:.2f} GB/s ({} threads)\n",
-                   copy_gbps, read_gbps, pool.size());
+        fmt::print(
+            "memory bandwidth: copy {:.2f} GB/s (read+write), read {:.2f} GB/s ({} threads)\n",
+            copy_gbps, read_gbps, pool.size());
     } else {
         return run_bench_gpu(o, out);
     }
@@ -246,7 +271,8 @@ int run_bench(const BenchOpts& o) {
     out["backend"] = s.backend().device_description();
     fmt::print("model: {} {} ({:.2f} GB of {} weights) on {}, loaded in {:.1f} s\n", c.architecture,
                out["model"].get<std::string>(), static_cast<double>(s.model().weight_bytes()) / 1e9,
-               dtype_name(s.model().weight_dtype()), s.backend().device_description(), s.load_seconds());
+               dtype_name(s.model().weight_dtype()), s.backend().device_description(),
+               s.load_seconds());
 
     std::mt19937 rng(1);
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size) - 1);
@@ -260,7 +286,9 @@ int run_bench(const BenchOpts& o) {
         }
         // prefill
         std::vector<SeqStep> steps;
-        for (int b = 0; b < B; ++b) steps.push_back({&tables[static_cast<size_t>(b)], prompts[static_cast<size_t>(b)], false});
+        for (int b = 0; b < B; ++b)
+            steps.push_back(
+                {&tables[static_cast<size_t>(b)], prompts[static_cast<size_t>(b)], false});
         double t0 = now_s();
         s.forward(steps);
         s.backend().synchronize();
@@ -272,7 +300,9 @@ int run_bench(const BenchOpts& o) {
             steps.clear();
             for (int b = 0; b < B; ++b) {
                 last[static_cast<size_t>(b)] = tok(rng);
-                steps.push_back({&tables[static_cast<size_t>(b)], std::span<const int32_t>(&last[static_cast<size_t>(b)], 1), false});
+                steps.push_back({&tables[static_cast<size_t>(b)],
+                                 std::span<const int32_t>(&last[static_cast<size_t>(b)], 1),
+                                 false});
             }
             t0 = now_s();
             decode_step(steps);
@@ -285,46 +315,60 @@ int run_bench(const BenchOpts& o) {
         const double med = sorted[sorted.size() / 2];
         const int64_t mid_ctx = o.prompt + o.decode / 2;
         // Weights are read once per step for the whole batch; KV per sequence.
-        const double bytes = static_cast<double>(s.model().decode_bytes(mid_ctx)) +
-                             static_cast<double>(B - 1) * static_cast<double>(s.model().decode_bytes(mid_ctx) - s.model().decode_bytes(0));
+        const double bytes =
+            static_cast<double>(s.model().decode_bytes(mid_ctx)) +
+            static_cast<double>(B - 1) *
+                static_cast<double>(s.model().decode_bytes(mid_ctx) - s.model().decode_bytes(0));
         const double tok_s = B / med;
         const double gbps = bytes / med / 1e9;
         const double pct = 100.0 * gbps / copy_gbps;
-        fmt::print("batch {:3d} | prefill {} tok: {:8.1f} tok/s | decode: {:8.2f} tok/s ({:6.1f} ms/step) | "
-                   "{:6.2f} GB/s = {:5.1f}% of copy bandwidth\n",
-                   B, o.prompt, B * o.prompt / prefill_s, tok_s, med * 1e3, gbps, pct);
-        runs.push_back({{"batch", B}, {"prompt_tokens", o.prompt}, {"decode_steps", o.decode},
-                        {"prefill_tok_s", B * o.prompt / prefill_s}, {"decode_tok_s", tok_s},
-                        {"decode_step_ms_median", med * 1e3}, {"decode_bytes_per_step", bytes},
-                        {"decode_gbps", gbps}, {"pct_of_copy_bandwidth", pct}});
+        fmt::print(
+            "batch {:3d} | prefill {} tok: {:8.1f} tok/s | decode: {:8.2f} tok/s ({:6.1f} ms/step) "
+            "| "
+            "{:6.2f} GB/s = {:5.1f}% of copy bandwidth\n",
+            B, o.prompt, B * o.prompt / prefill_s, tok_s, med * 1e3, gbps, pct);
+        runs.push_back({{"batch", B},
+                        {"prompt_tokens", o.prompt},
+                        {"decode_steps", o.decode},
+                        {"prefill_tok_s", B * o.prompt / prefill_s},
+                        {"decode_tok_s", tok_s},
+                        {"decode_step_ms_median", med * 1e3},
+                        {"decode_bytes_per_step", bytes},
+                        {"decode_gbps", gbps},
+                        {"pct_of_copy_bandwidth", pct}});
     }
     out["runs"] = runs;
     write_json(o, out);
     return 0;
 }
 
-Register reg("bench", "Measure prefill/decode throughput against the memory-bandwidth roofline",
-             [](CLI::App& app) -> RunFn {
-                 auto o = std::make_shared<BenchOpts>();
-                 add_model_options(app, o->load);
-                 app.add_option("--prompt", o->prompt, "Prompt tokens per sequence")->capture_default_str();
-                 app.add_option("--decode", o->decode, "Decode steps to time")->capture_default_str();
-                 app.add_option("--batch", o->batches, "Batch sizes to run (several allowed)")->capture_default_str();
-                 app.add_option("--bw-mb", o->bw_bytes_mb, "Buffer size (MiB) of the bandwidth measurement")
-                     ->capture_default_str();
-                 app.add_option("--json", o->json_out, "Write the results as JSON to this file");
-                 app.add_option("--prefill-lens", o->prefill_lens, "GPU: prompt lengths to time prefill at")
-                     ->capture_default_str();
-                 app.add_option("--decode-ctx", o->decode_ctxs, "GPU: contexts for batch-1 decode")->capture_default_str();
-                 app.add_option("--decode-batches", o->decode_batches, "GPU: batch sizes for decode at --batch-ctx")
-                     ->capture_default_str();
-                 app.add_option("--batch-ctx", o->batch_ctx, "GPU: context of the batched decode runs")->capture_default_str();
-                 app.add_option("--commit", o->commit, "Commit id recorded in the JSON");
-                 app.add_flag("--logits-readback", o->logits_readback,
-                              "Decode steps read every logit row back (the old measurement) instead of "
-                              "sampling greedily on the device (only ids come back; CUDA)");
-                 return [o] { return run_bench(*o); };
-             });
+Register reg(
+    "bench", "Measure prefill/decode throughput against the memory-bandwidth roofline",
+    [](CLI::App& app) -> RunFn {
+        auto o = std::make_shared<BenchOpts>();
+        add_model_options(app, o->load);
+        app.add_option("--prompt", o->prompt, "Prompt tokens per sequence")->capture_default_str();
+        app.add_option("--decode", o->decode, "Decode steps to time")->capture_default_str();
+        app.add_option("--batch", o->batches, "Batch sizes to run (several allowed)")
+            ->capture_default_str();
+        app.add_option("--bw-mb", o->bw_bytes_mb, "Buffer size (MiB) of the bandwidth measurement")
+            ->capture_default_str();
+        app.add_option("--json", o->json_out, "Write the results as JSON to this file");
+        app.add_option("--prefill-lens", o->prefill_lens, "GPU: prompt lengths to time prefill at")
+            ->capture_default_str();
+        app.add_option("--decode-ctx", o->decode_ctxs, "GPU: contexts for batch-1 decode")
+            ->capture_default_str();
+        app.add_option("--decode-batches", o->decode_batches,
+                       "GPU: batch sizes for decode at --batch-ctx")
+            ->capture_default_str();
+        app.add_option("--batch-ctx", o->batch_ctx, "GPU: context of the batched decode runs")
+            ->capture_default_str();
+        app.add_option("--commit", o->commit, "Commit id recorded in the JSON");
+        app.add_flag("--logits-readback", o->logits_readback,
+                     "Decode steps read every logit row back (the old measurement) instead of "
+                     "sampling greedily on the device (only ids come back; CUDA)");
+        return [o] { return run_bench(*o); };
+    });
 
 }  // namespace
 }  // namespace farsight::cli

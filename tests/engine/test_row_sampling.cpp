@@ -53,7 +53,8 @@ TEST(RowSampling, GreedyEqualsSamplerWithTies) {
     std::vector<float> lg(static_cast<size_t>(R * V));
     for (auto& x : lg) x = static_cast<float>(u(rng)) * 0.5f;  // many ties at the maximum
     std::vector<RowSampling> params(static_cast<size_t>(R));
-    for (size_t r = 0; r < params.size(); ++r) params[r].top_k = r % 2 ? 1 : 0;  // both greedy forms
+    for (size_t r = 0; r < params.size(); ++r)
+        params[r].top_k = r % 2 ? 1 : 0;  // both greedy forms
     std::vector<int32_t> ids(static_cast<size_t>(R));
     std::vector<float> lp(static_cast<size_t>(R));
     sample_rows_reference(lg.data(), R, V, params.data(), ids.data(), lp.data());
@@ -89,12 +90,17 @@ TEST(RowSampling, DrawsAreAFunctionOfSeedAndCounter) {
 }
 
 TEST(RowSampling, TopKTopPFrequenciesMatchDistribution) {
-    const std::vector<float> l = {2.0f, 1.5f, 1.4f, 0.3f, -0.2f, 0.9f, -1.0f, 3.1f, 0.0f, 1.1f, -2.5f, 0.6f, 1.5f};
+    const std::vector<float> l = {2.0f, 1.5f, 1.4f, 0.3f,  -0.2f, 0.9f, -1.0f,
+                                  3.1f, 0.0f, 1.1f, -2.5f, 0.6f,  1.5f};
     const int64_t V = static_cast<int64_t>(l.size());
     const int N = 100000;
-    struct Case { float T; int k; float p; };
-    for (const Case c : {Case{1.0f, 0, 1.0f}, Case{0.7f, 4, 1.0f}, Case{1.3f, 0, 0.8f}, Case{1.0f, 6, 0.6f},
-                         Case{2.0f, 3, 0.95f}, Case{1.0f, 2, 1.0f}}) {
+    struct Case {
+        float T;
+        int k;
+        float p;
+    };
+    for (const Case c : {Case{1.0f, 0, 1.0f}, Case{0.7f, 4, 1.0f}, Case{1.3f, 0, 0.8f},
+                         Case{1.0f, 6, 0.6f}, Case{2.0f, 3, 0.95f}, Case{1.0f, 2, 1.0f}}) {
         RowSampling p;
         p.temperature = c.T;
         p.top_k = c.k;
@@ -166,14 +172,22 @@ TEST(RowSampling, SessionForwardSampleOnCpuEqualsForward) {
     RowSampling greedy;
     std::vector<float> lp;
     for (int i = 0; i < 40; ++i) {
-        SeqStep sa{&a, std::span<const int32_t>(ta.data() + (i ? ta.size() - 1 : 0), i ? 1 : ta.size()), false};
-        SeqStep sb{&b, std::span<const int32_t>(tb.data() + (i ? tb.size() - 1 : 0), i ? 1 : tb.size()), false};
+        SeqStep sa{&a,
+                   std::span<const int32_t>(ta.data() + (i ? ta.size() - 1 : 0), i ? 1 : ta.size()),
+                   false};
+        SeqStep sb{&b,
+                   std::span<const int32_t>(tb.data() + (i ? tb.size() - 1 : 0), i ? 1 : tb.size()),
+                   false};
         auto lg = s.forward(std::span<SeqStep>(&sa, 1));
-        const auto want = static_cast<int32_t>(std::max_element(lg.begin(), lg.begin() + V) - lg.begin());
-        const auto got = s.forward_sample(std::span<SeqStep>(&sb, 1), std::span<const RowSampling>(&greedy, 1), &lp);
+        const auto want =
+            static_cast<int32_t>(std::max_element(lg.begin(), lg.begin() + V) - lg.begin());
+        const auto got = s.forward_sample(std::span<SeqStep>(&sb, 1),
+                                          std::span<const RowSampling>(&greedy, 1), &lp);
         ASSERT_EQ(got.size(), 1u);
         EXPECT_EQ(got[0], want) << i;
-        EXPECT_EQ(lp[0], Sampler::logprob_of(std::span<const float>(lg.data(), static_cast<size_t>(V)), want)) << i;
+        EXPECT_EQ(lp[0], Sampler::logprob_of(
+                             std::span<const float>(lg.data(), static_cast<size_t>(V)), want))
+            << i;
         ta.push_back(want);
         tb.push_back(got[0]);
     }

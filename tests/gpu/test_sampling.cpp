@@ -80,7 +80,8 @@ TEST(CudaSampling, GreedyMatchesArgmaxOfDownloadedLogits) {
             ties_at_max += std::count(row, row + V, row[want]) > 1;
             EXPECT_EQ(ids[static_cast<size_t>(r)], want) << "V " << V << " row " << r;
             EXPECT_EQ(ref[static_cast<size_t>(r)], want) << "V " << V << " row " << r;
-            EXPECT_NEAR(lp[static_cast<size_t>(r)], ref_lp[static_cast<size_t>(r)], 1e-4) << "V " << V << " row " << r;
+            EXPECT_NEAR(lp[static_cast<size_t>(r)], ref_lp[static_cast<size_t>(r)], 1e-4)
+                << "V " << V << " row " << r;
         }
         EXPECT_GT(ties_at_max, 0) << "the test should exercise ties at the maximum";
         // ids only (no logprobs)
@@ -133,15 +134,20 @@ TEST(CudaSampling, StochasticMatchesReferenceDraws) {
 TEST(CudaSampling, TopKTopPFrequenciesMatchDistribution) {
     FS_REQUIRE_GPU();
     Backend& b = gpu();
-    const std::vector<float> l = {2.0f, 1.5f, 1.4f, 0.3f, -0.2f, 0.9f, -1.0f, 3.1f, 0.0f, 1.1f, -2.5f, 0.6f, 1.5f};
+    const std::vector<float> l = {2.0f, 1.5f, 1.4f, 0.3f,  -0.2f, 0.9f, -1.0f,
+                                  3.1f, 0.0f, 1.1f, -2.5f, 0.6f,  1.5f};
     const int64_t V = static_cast<int64_t>(l.size());
     const int64_t N = small_mode() ? 20000 : 200000;
     std::vector<float> rows(static_cast<size_t>(N * V));
     for (int64_t i = 0; i < N; ++i) std::copy(l.begin(), l.end(), rows.begin() + i * V);
     Tensor t = upload(b, rows, N, V, DType::F32);
-    struct Case { float T; int k; float p; };
-    for (const Case c : {Case{1.0f, 0, 1.0f}, Case{0.7f, 4, 1.0f}, Case{1.3f, 0, 0.8f}, Case{1.0f, 6, 0.6f},
-                         Case{2.0f, 3, 0.95f}, Case{1.0f, 2, 1.0f}}) {
+    struct Case {
+        float T;
+        int k;
+        float p;
+    };
+    for (const Case c : {Case{1.0f, 0, 1.0f}, Case{0.7f, 4, 1.0f}, Case{1.3f, 0, 0.8f},
+                         Case{1.0f, 6, 0.6f}, Case{2.0f, 3, 0.95f}, Case{1.0f, 2, 1.0f}}) {
         std::vector<RowSampling> params(static_cast<size_t>(N));
         for (int64_t i = 0; i < N; ++i) {
             auto& p = params[static_cast<size_t>(i)];
@@ -165,15 +171,16 @@ TEST(CudaSampling, TopKTopPFrequenciesMatchDistribution) {
         for (int64_t i = 0; i < V; ++i) {
             const double e = q[static_cast<size_t>(i)] * static_cast<double>(N);
             if (q[static_cast<size_t>(i)] == 0) {
-                EXPECT_EQ(cnt[static_cast<size_t>(i)], 0) << "token " << i << " is filtered out (T " << c.T
-                                                          << " k " << c.k << " p " << c.p << ")";
+                EXPECT_EQ(cnt[static_cast<size_t>(i)], 0)
+                    << "token " << i << " is filtered out (T " << c.T << " k " << c.k << " p "
+                    << c.p << ")";
                 continue;
             }
             chi2 += (cnt[static_cast<size_t>(i)] - e) * (cnt[static_cast<size_t>(i)] - e) / e;
             ++dof;
         }
-        std::printf("[figure] device sampling T %.2f top_k %d top_p %.2f: chi2 %.1f (%d dof)\n", c.T, c.k, c.p,
-                    chi2, dof);
+        std::printf("[figure] device sampling T %.2f top_k %d top_p %.2f: chi2 %.1f (%d dof)\n",
+                    c.T, c.k, c.p, chi2, dof);
         // p ~ 1e-6 bound for <= 12 degrees of freedom
         EXPECT_LT(chi2, 3.0 * dof + 40.0) << "T " << c.T << " k " << c.k << " p " << c.p;
     }
@@ -199,11 +206,13 @@ TEST(CudaSampling, Stories260KGreedyIdenticalWithDeviceSampling) {
             std::vector<int32_t> tok = {out.back()};
             SeqStep st{&t, tok, false};
             if (device) {
-                out.push_back(s.forward_sample(std::span<SeqStep>(&st, 1), std::span<const RowSampling>(&greedy, 1), &lp)[0]);
+                out.push_back(s.forward_sample(std::span<SeqStep>(&st, 1),
+                                               std::span<const RowSampling>(&greedy, 1), &lp)[0]);
                 EXPECT_LE(lp[0], 0.0f);
             } else {
                 const auto lg = s.forward(std::span<SeqStep>(&st, 1));
-                out.push_back(static_cast<int32_t>(std::max_element(lg.begin(), lg.begin() + V) - lg.begin()));
+                out.push_back(static_cast<int32_t>(std::max_element(lg.begin(), lg.begin() + V) -
+                                                   lg.begin()));
             }
         }
         t.release(s.pool());
@@ -221,7 +230,8 @@ TEST(CudaSampling, Stories260KGreedyIdenticalWithDeviceSampling) {
             std::vector<SeqStep> steps;
             for (size_t k = 0; k < 3; ++k) {
                 const size_t n = outs[k].size(), c = static_cast<size_t>(tabs[k].num_cached());
-                steps.push_back({&tabs[k], std::span<const int32_t>(outs[k].data() + c, n - c), false});
+                steps.push_back(
+                    {&tabs[k], std::span<const int32_t>(outs[k].data() + c, n - c), false});
             }
             if (device) {
                 const auto ids = s.forward_sample(steps, greedy);
@@ -257,7 +267,9 @@ TEST(CudaBench, SampleRows) {
         for (int r = 0; r < 50; ++r) {
             const auto t0 = std::chrono::steady_clock::now();
             f();
-            ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            ms.push_back(
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count());
         }
         std::sort(ms.begin(), ms.end());
         return ms[ms.size() / 2];
@@ -277,6 +289,9 @@ TEST(CudaBench, SampleRows) {
         std::vector<float> v(static_cast<size_t>(R * V));
         b.to_host_f32(t, v.data());
     });
-    std::printf("BENCH sample_rows_32x128256 greedy %.3f ms | greedy+logprob %.3f ms | T0.8 k50 p0.9 %.3f ms | "
-                "logits readback %.3f ms\n", g, gl, s, rb);
+    std::printf(
+        "BENCH sample_rows_32x128256 greedy %.3f ms | greedy+logprob %.3f ms | T0.8 k50 p0.9 %.3f "
+        "ms | "
+        "logits readback %.3f ms\n",
+        g, gl, s, rb);
 }

@@ -149,8 +149,9 @@ __device__ uint32_t radix_select(const float* __restrict__ x, int V, float M, fl
 }
 
 __global__ void __launch_bounds__(kSampleThreads)
-    sample_rows_kernel(const float* __restrict__ logits, int V, const RowSampling* __restrict__ params,
-                       int32_t* __restrict__ ids, float* __restrict__ logprobs) {
+    sample_rows_kernel(const float* __restrict__ logits, int V,
+                       const RowSampling* __restrict__ params, int32_t* __restrict__ ids,
+                       float* __restrict__ logprobs) {
     __shared__ SampleShared sh;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float* __restrict__ x = logits + static_cast<size_t>(blockIdx.x) * static_cast<size_t>(V);
@@ -242,12 +243,15 @@ __global__ void __launch_bounds__(kSampleThreads)
         for (int i = lo; i < hi; ++i) {
             const float v = x[i];
             const uint32_t key = sampling::order_key(v);
-            if (all || key > t) gt += sampling::weight(v, M, inv_t);
-            else if (key == t) ++ties;
+            if (all || key > t)
+                gt += sampling::weight(v, M, inv_t);
+            else if (key == t)
+                ++ties;
         }
         unsigned tie_total = 0;
         const unsigned tie_before = block_exclusive_scan(ties, sh.red32, &tie_total);
-        const u64 take = (!all && j > tie_before) ? min(static_cast<u64>(ties), j - tie_before) : 0ull;
+        const u64 take =
+            (!all && j > tie_before) ? min(static_cast<u64>(ties), j - tie_before) : 0ull;
         const u64 mine = gt + take * wt;
         u64 F = 0;
         const u64 before = block_exclusive_scan(mine, sh.red64, &F);
@@ -260,8 +264,10 @@ __global__ void __launch_bounds__(kSampleThreads)
                 const float v = x[i];
                 const uint32_t key = sampling::order_key(v);
                 bool kept = false;
-                if (all || key > t) kept = true;
-                else if (key == t) kept = rank++ < j;
+                if (all || key > t)
+                    kept = true;
+                else if (key == t)
+                    kept = rank++ < j;
                 if (!kept) continue;
                 cum += sampling::weight(v, M, inv_t);
                 if (cum > r) {
