@@ -77,6 +77,30 @@ void write_json(const BenchOpts& o, const nlohmann::json& out) {
     return matmul + attn;
 }
 
+// Decode steps as a server runs them: greedy sampling on the backend, only ids come back
+// (unless --logits-readback, FARSIGHT_DEVICE_SAMPLING=0 or a backend that reads logits back).
+// Records which in out["decode_sampling"].
+class DecodeStep {
+  public:
+    DecodeStep(Session& s, bool logits_readback, nlohmann::json& out)
+        : s_(s), on_device_(!logits_readback && s.device_sampling()) {
+        out["decode_sampling"] = on_device_ ? "device_greedy" : "logits_readback";
+    }
+    void operator()(std::span<SeqStep> steps) {
+        if (!on_device_) {
+            (void)s_.forward(steps);
+            return;
+        }
+        rows_.assign(steps.size(), RowSampling{});
+        (void)s_.forward_sample(steps, rows_);
+    }
+
+  private:
+    Session& s_;
+    bool on_device_;
+    std::vector<RowSampling> rows_;
+};
+
 int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
 #ifndef FARSIGHT_HAVE_CUDA
     (void)o;
@@ -105,19 +129,7 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
     Backend& be = s.backend();
     size_t min_free = be.free_memory();
     auto track = [&] { min_free = std::min(min_free, be.free_memory()); };
-    // Decode steps as a server runs them: greedy sampling on the backend, only ids come back
-    // (unless --logits-readback, FARSIGHT_DEVICE_SAMPLING=0 or a backend that reads logits back).
-    const bool sample_on_device = !o.logits_readback && s.device_sampling();
-    out["decode_sampling"] = sample_on_device ? "device_greedy" : "logits_readback";
-    std::vector<RowSampling> greedy_rows;
-    auto decode_step = [&](std::span<SeqStep> steps) {
-        if (!sample_on_device) {
-            (void)s.forward(steps);
-            return;
-        }
-        greedy_rows.assign(steps.size(), RowSampling{});
-        (void)s.forward_sample(steps, greedy_rows);
-    };
+    DecodeStep decode_step(s, o.logits_readback, out);
     out["load_seconds"] = s.load_seconds();
     out["weights_bytes"] = s.model().weight_bytes();
     out["kv_capacity_tokens"] = s.kv_capacity_tokens();
@@ -252,19 +264,7 @@ int run_bench(const BenchOpts& o) {
     lo.progress = true;
     Session s(lo);
     const ModelConfig& c = s.config();
-    // Decode steps as a server runs them: greedy sampling on the backend, only ids come back
-    // (unless --logits-readback, FARSIGHT_DEVICE_SAMPLING=0 or a backend that reads logits back).
-    const bool sample_on_device = !o.logits_readback && s.device_sampling();
-    out["decode_sampling"] = sample_on_device ? "device_greedy" : "logits_readback";
-    std::vector<RowSampling> greedy_rows;
-    auto decode_step = [&](std::span<SeqStep> steps) {
-        if (!sample_on_device) {
-            (void)s.forward(steps);
-            return;
-        }
-        greedy_rows.assign(steps.size(), RowSampling{});
-        (void)s.forward_sample(steps, greedy_rows);
-    };
+    DecodeStep decode_step(s, o.logits_readback, out);
     out["load_seconds"] = s.load_seconds();
     out["weights_bytes"] = s.model().weight_bytes();
     out["weight_dtype"] = std::string(dtype_name(s.model().weight_dtype()));

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "common/filtered_distribution.h"
 #include "engine/session.h"
 #include "gpu_test_util.h"
 
@@ -24,34 +25,7 @@ std::vector<float> tied_logits(size_t n, float step) {
     return v;
 }
 
-// fp64: the filtered distribution, written independently of the sampler code: softmax(l / T),
-// order by probability (ties by id), keep top-k, then the shortest prefix reaching top_p.
-std::vector<double> filtered(const std::vector<float>& l, double T, int k, double top_p) {
-    const size_t V = l.size();
-    double mx = -INFINITY;
-    for (float x : l) mx = std::max(mx, x / T);
-    std::vector<double> p(V);
-    double s = 0;
-    for (size_t i = 0; i < V; ++i) s += p[i] = std::exp(l[i] / T - mx);
-    for (double& x : p) x /= s;
-    std::vector<size_t> ord(V);
-    std::iota(ord.begin(), ord.end(), 0);
-    std::stable_sort(ord.begin(), ord.end(), [&](size_t a, size_t b) { return p[a] > p[b]; });
-    size_t keep = k > 0 ? std::min<size_t>(V, static_cast<size_t>(k)) : V;
-    double kept = 0;
-    for (size_t i = 0; i < keep; ++i) kept += p[ord[i]];
-    double cum = 0;
-    size_t n = 0;
-    while (n < keep) {
-        cum += p[ord[n++]] / kept;
-        if (cum >= top_p - 1e-12) break;
-    }
-    std::vector<double> q(V, 0.0);
-    double z = 0;
-    for (size_t i = 0; i < n; ++i) z += q[ord[i]] = p[ord[i]];
-    for (double& x : q) x /= z;
-    return q;
-}
+using testref::filtered;
 
 }  // namespace
 
