@@ -24,18 +24,6 @@ __device__ __forceinline__ T warp_sum(T v) {
     return v;
 }
 
-// (best, bi) of every lane becomes the warp's maximum and the lowest id holding it.
-__device__ __forceinline__ void warp_argmax(float& best, int& bi) {
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(kFull, best, o);
-        const int oi = __shfl_xor_sync(kFull, bi, o);
-        if (ob > best || (ob == best && oi < bi)) {
-            best = ob;
-            bi = oi;
-        }
-    }
-}
-
 // Sum over the block, returned to every thread (fixed order: deterministic).
 template <typename T>
 __device__ T block_sum(T v, T* red) {
@@ -179,7 +167,14 @@ __global__ void __launch_bounds__(kSampleThreads)
             bi = i;
         }
     }
-    warp_argmax(best, bi);
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(kFull, best, o);
+        const int oi = __shfl_xor_sync(kFull, bi, o);
+        if (ob > best || (ob == best && oi < bi)) {
+            best = ob;
+            bi = oi;
+        }
+    }
     if (lane == 0) {
         sh.redf[warp] = best;
         sh.redi[warp] = bi;
@@ -187,7 +182,14 @@ __global__ void __launch_bounds__(kSampleThreads)
     __syncthreads();
     best = lane < kSampleWarps ? sh.redf[lane] : -INFINITY;
     bi = lane < kSampleWarps ? sh.redi[lane] : INT_MAX;
-    warp_argmax(best, bi);
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(kFull, best, o);
+        const int oi = __shfl_xor_sync(kFull, bi, o);
+        if (ob > best || (ob == best && oi < bi)) {
+            best = ob;
+            bi = oi;
+        }
+    }
     const float M = best;
     int id = bi == INT_MAX ? 0 : bi;
 
