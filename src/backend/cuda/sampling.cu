@@ -2,7 +2,8 @@
 // the algorithm of backend/sampling.h (the CPU reference is sample_rows_reference). Weights are
 // 2^40-scaled integers, so every sum and every prefix decision is exact and deterministic.
 // Passes over the row (L2-resident: the lm_head just wrote it): greedy 1 (+1 for the logprob);
-// stochastic 2 + 4 per radix select (top-k by count, top-p by weight) + 2 for the draw.
+// stochastic 2 + 4 per radix select (top-k by count, top-p by weight) + 2 for the draw (the
+// second only over the chunk of the warp that holds the draw).
 #include <climits>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -15,6 +16,7 @@ namespace {
 
 constexpr int kSampleThreads = 1024;
 constexpr int kSampleWarps = kSampleThreads / 32;
+constexpr int kLoads = 4;  // elements each thread loads before using them (radix passes)
 constexpr unsigned kFull = 0xffffffffu;
 using u64 = unsigned long long;
 
@@ -114,27 +116,36 @@ __device__ uint32_t radix_select(const float* __restrict__ x, int V, float M, fl
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[b] = 0;
         __syncthreads();
-        // every lane of a warp runs the same number of rounds (the shuffles need them all)
-        for (int i0 = threadIdx.x - lane; i0 < V; i0 += blockDim.x) {
-            const int i = i0 + lane;
-            u64 w = 0;
-            uint32_t bin = 0;
-            if (i < V) {
-                const float v = x[i];
-                const uint32_t key = sampling::order_key(v);
-                if ((key & mask) == prefix) {
-                    w = kMass ? sampling::weight(v, M, inv_t) : 1ull;
+        // every lane of a warp runs the same number of rounds (the shuffles need them all);
+        // kLoads elements per lane are loaded before any is used (loads in flight: the row
+        // comes from L2 and one block per row has few warps to hide the latency)
+        const int step = static_cast<int>(blockDim.x) * kLoads;
+        for (int i0 = threadIdx.x - lane; i0 < V; i0 += step) {
+            float v[kLoads];
+#pragma unroll
+            for (int k = 0; k < kLoads; ++k) {
+                const int i = i0 + k * static_cast<int>(blockDim.x) + lane;
+                v[k] = i < V ? x[i] : -INFINITY;
+            }
+#pragma unroll
+            for (int k = 0; k < kLoads; ++k) {
+                const int i = i0 + k * static_cast<int>(blockDim.x) + lane;
+                u64 w = 0;
+                uint32_t bin = 0;
+                const uint32_t key = sampling::order_key(v[k]);
+                if (i < V && (key & mask) == prefix) {
+                    w = kMass ? sampling::weight(v[k], M, inv_t) : 1ull;
                     bin = (key >> shift) & 255u;
                 }
-            }
-            unsigned todo = __ballot_sync(kFull, w != 0);
-            while (todo) {  // one round per distinct bin among the warp's elements
-                const int leader = __ffs(todo) - 1;
-                const uint32_t lb = __shfl_sync(kFull, bin, leader);
-                const bool mine = w != 0 && bin == lb;
-                const u64 s = warp_sum(mine ? w : 0ull);
-                if (lane == leader) atomicAdd(&sh.hist[lb], s);
-                todo &= ~__ballot_sync(kFull, mine);
+                unsigned todo = __ballot_sync(kFull, w != 0);
+                while (todo) {  // one round per distinct bin among the warp's elements
+                    const int leader = __ffs(todo) - 1;
+                    const uint32_t lb = __shfl_sync(kFull, bin, leader);
+                    const bool mine = w != 0 && bin == lb;
+                    const u64 s = warp_sum(mine ? w : 0ull);
+                    if (lane == leader) atomicAdd(&sh.hist[lb], s);
+                    todo &= ~__ballot_sync(kFull, mine);
+                }
             }
         }
         __syncthreads();
@@ -160,6 +171,7 @@ __global__ void __launch_bounds__(kSampleThreads)
     // max and the lowest id holding it (NaN never wins)
     float best = -INFINITY;
     int bi = INT_MAX;
+#pragma unroll 4
     for (int i = tid; i < V; i += blockDim.x) {
         const float v = x[i];
         if (v > best || (v == best && bi == INT_MAX)) {
@@ -196,6 +208,7 @@ __global__ void __launch_bounds__(kSampleThreads)
     float s1 = 1.0f;
     if (logprobs) {
         float s = 0.0f;
+#pragma unroll 4
         for (int i = tid; i < V; i += blockDim.x) s += expf(x[i] - M);
         s1 = block_sum(s, sh.redf);
     }
@@ -211,6 +224,7 @@ __global__ void __launch_bounds__(kSampleThreads)
             j = left;
             all = false;
             u64 m = 0;
+#pragma unroll 4
             for (int i = tid; i < V; i += blockDim.x) {
                 const float v = x[i];
                 if (sampling::order_key(v) > t) m += sampling::weight(v, M, inv_t);
@@ -218,6 +232,7 @@ __global__ void __launch_bounds__(kSampleThreads)
             K = block_sum(m, sh.red64) + j * sampling::weight(sampling::key_value(t), M, inv_t);
         } else {
             u64 m = 0;
+#pragma unroll 4
             for (int i = tid; i < V; i += blockDim.x) m += sampling::weight(x[i], M, inv_t);
             K = block_sum(m, sh.red64);
         }
@@ -234,13 +249,17 @@ __global__ void __launch_bounds__(kSampleThreads)
                 all = false;
             }
         }
-        // the draw: kept weights summed in id order (one contiguous chunk of ids per thread)
-        const int chunk = (V + static_cast<int>(blockDim.x) - 1) / static_cast<int>(blockDim.x);
-        const int lo = min(V, tid * chunk), hi = min(V, lo + chunk);
+        // the draw: kept weights summed in id order. Warp w owns the ids [w * wchunk,
+        // (w + 1) * wchunk) and reads them 32 consecutive ids at a time (coalesced; lane order is
+        // id order inside a group); warps are in id order, so block scans over one value per
+        // warp give each warp what comes before it.
+        const int wchunk = (V + kSampleWarps * 32 - 1) / (kSampleWarps * 32) * 32;
+        const int wlo = min(V, warp * wchunk), whi = min(V, wlo + wchunk);
         const u64 wt = all ? 0ull : sampling::weight(sampling::key_value(t), M, inv_t);
         unsigned ties = 0;
         u64 gt = 0;
-        for (int i = lo; i < hi; ++i) {
+#pragma unroll 4
+        for (int i = wlo + lane; i < whi; i += 32) {
             const float v = x[i];
             const uint32_t key = sampling::order_key(v);
             if (all || key > t)
@@ -248,32 +267,47 @@ __global__ void __launch_bounds__(kSampleThreads)
             else if (key == t)
                 ++ties;
         }
+        ties = warp_sum(ties);
+        gt = warp_sum(gt);
         unsigned tie_total = 0;
-        const unsigned tie_before = block_exclusive_scan(ties, sh.red32, &tie_total);
+        const unsigned tie_before = __shfl_sync(
+            kFull, block_exclusive_scan(lane == 0 ? ties : 0u, sh.red32, &tie_total), 0);
         const u64 take =
             (!all && j > tie_before) ? min(static_cast<u64>(ties), j - tie_before) : 0ull;
         const u64 mine = gt + take * wt;
         u64 F = 0;
-        const u64 before = block_exclusive_scan(mine, sh.red64, &F);
+        const u64 before =
+            __shfl_sync(kFull, block_exclusive_scan(lane == 0 ? mine : 0ull, sh.red64, &F), 0);
         const u64 r = sampling::mulhi64(sampling::draw_bits(p.seed, p.counter), F);
         if (tid == 0) sh.id = -1;
         __syncthreads();
-        if (mine > 0 && before <= r && r < before + mine) {
-            u64 cum = before, rank = tie_before;
-            for (int i = lo; i < hi; ++i) {
-                const float v = x[i];
+        if (mine > 0 && before <= r && r < before + mine) {  // the same for every lane of the warp
+            u64 cum = before;
+            unsigned rank = tie_before;
+            for (int i0 = wlo; i0 < whi; i0 += 32) {
+                const int i = i0 + lane;
+                const bool in = i < whi;
+                const float v = in ? x[i] : 0.0f;
                 const uint32_t key = sampling::order_key(v);
-                bool kept = false;
-                if (all || key > t)
-                    kept = true;
-                else if (key == t)
-                    kept = rank++ < j;
-                if (!kept) continue;
-                cum += sampling::weight(v, M, inv_t);
-                if (cum > r) {
-                    sh.id = i;
+                const bool above = in && (all || key > t);
+                const bool tie = in && !all && key == t;
+                const unsigned tb = __ballot_sync(kFull, tie);
+                const unsigned my_rank = rank + __popc(tb & ((1u << lane) - 1u));
+                const bool kept = above || (tie && my_rank < j);
+                u64 inc = kept ? sampling::weight(v, M, inv_t) : 0ull;
+                for (int o = 1; o < 32; o <<= 1) {
+                    const u64 n = __shfl_up_sync(kFull, inc, o);
+                    if (lane >= o) inc += n;
+                }
+                const u64 total = __shfl_sync(kFull, inc, 31);
+                if (cum + total > r) {
+                    // the first id where the running kept weight exceeds r
+                    const unsigned hit = __ballot_sync(kFull, cum + inc > r);
+                    if (lane == 0) sh.id = i0 + __ffs(hit) - 1;
                     break;
                 }
+                cum += total;
+                rank += static_cast<unsigned>(__popc(tb));
             }
         }
         __syncthreads();
