@@ -204,16 +204,25 @@ unsigned parse_skip_ops(const char* env) {
             tok += c;
             continue;
         }
-        if (tok == "norm") m |= kSkipNorm;
-        else if (tok == "rope") m |= kSkipRope;
-        else if (tok == "kv") m |= kSkipKv;
-        else if (tok == "attn") m |= kSkipAttn;
-        else if (tok == "silu") m |= kSkipSilu;
-        else if (tok == "linear") m |= kSkipLinear;
-        else if (!tok.empty()) fail("FARSIGHT_SKIP_OPS: unknown op '{}' (norm, rope, kv, attn, silu, linear)", tok);
+        if (tok == "norm")
+            m |= kSkipNorm;
+        else if (tok == "rope")
+            m |= kSkipRope;
+        else if (tok == "kv")
+            m |= kSkipKv;
+        else if (tok == "attn")
+            m |= kSkipAttn;
+        else if (tok == "silu")
+            m |= kSkipSilu;
+        else if (tok == "linear")
+            m |= kSkipLinear;
+        else if (!tok.empty())
+            fail("FARSIGHT_SKIP_OPS: unknown op '{}' (norm, rope, kv, attn, silu, linear)", tok);
         tok.clear();
     }
-    if (m) std::fprintf(stderr, "FARSIGHT_SKIP_OPS=%s: skipping ops, results are wrong (profiling)\n", env);
+    if (m)
+        std::fprintf(stderr, "FARSIGHT_SKIP_OPS=%s: skipping ops, results are wrong (profiling)\n",
+                     env);
     return m;
 }
 
@@ -255,6 +264,14 @@ class CudaBackend final : public Backend {
         const char* dr = std::getenv("FARSIGHT_DECODE_ROPE");
         rope_in_decode_ = !(dr && dr[0] == '0');
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
+        const char* stt = std::getenv("FARSIGHT_STEP_TIMING");
+        if (stt && stt[0] == '1') {
+            timing_ = std::make_unique<StepTiming>();
+            timing_->start = std::make_unique<Event>();
+            timing_->launch = std::make_unique<Event>();
+            timing_->sampled = std::make_unique<Event>();
+            timing_->prev_sampled = std::make_unique<Event>();
+        }
     }
     ~CudaBackend() override {
         if (capturing_) {
@@ -264,6 +281,15 @@ class CudaBackend final : public Backend {
         }
         if (stream_) cudaStreamSynchronize(stream_->get());
         graphs_.clear();
+        if (timing_ && timing_->steps > 0) {
+            const double n = static_cast<double>(timing_->steps);
+            fmt::print(stderr,
+                       "step timing: {} replayed steps, mean us: start->graph launch {:.1f}, "
+                       "graph launch->sampled {:.1f}, sampled->next start {:.1f}\n",
+                       timing_->steps, 1e3 * timing_->start_to_launch_ms / n,
+                       1e3 * timing_->launch_to_sampled_ms / n,
+                       1e3 * timing_->sampled_to_next_ms / n);
+        }
     }
 
     std::string name() const override { return "cuda"; }
@@ -389,7 +415,8 @@ class CudaBackend final : public Backend {
                      float* logprobs) override;
     bool prefers_device_sampling() const override { return true; }
     bool fused_decode(int64_t rows, int64_t max_k) const override {
-        return fused_enabled_ && rows == 1 && max_k > 0 && max_k % 8 == 0 && gemv1_supported(1, max_k);
+        return fused_enabled_ && rows == 1 && max_k > 0 && max_k % 8 == 0 &&
+               gemv1_supported(1, max_k);
     }
     void norm_linear(const Tensor& residual, const Tensor& w, float eps, const Tensor& W,
                      const Tensor* bias, Tensor& out) override;
@@ -533,7 +560,7 @@ class CudaBackend final : public Backend {
     bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
     bool gated_gemv_ = true;          // FARSIGHT_GATED_GEMV=0: one-row linear_silu unfused
     bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
-    PinnedBuffer samp_host_;  // sample_rows: parameters up, ids and logprobs down
+    PinnedBuffer samp_host_;          // sample_rows: parameters up, ids and logprobs down
     DeviceBuffer samp_dev_;
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
@@ -567,6 +594,16 @@ class CudaBackend final : public Backend {
     DeviceBuffer gmeta_dev_;
     std::unique_ptr<Event> gmeta_ev_;
     bool gmeta_ev_recorded_ = false;
+    // FARSIGHT_STEP_TIMING=1: events at a step's start (begin_step), its graph launch and the end
+    // of sampling, to split a decode step's wall time into GPU work and host turnaround (printed
+    // to stderr when the backend is destroyed). A profiling aid; off by default.
+    struct StepTiming {
+        std::unique_ptr<Event> start, launch, sampled, prev_sampled;
+        bool have_prev = false, started = false, launched = false;
+        int64_t steps = 0;
+        double start_to_launch_ms = 0, launch_to_sampled_ms = 0, sampled_to_next_ms = 0;
+    };
+    std::unique_ptr<StepTiming> timing_;
     int64_t gmeta_bt_cap_ = 0, gmeta_inv_cap_ = 0;  // capacities (entries)
 
     // linear plans
@@ -816,13 +853,17 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
 }
 
 bool CudaBackend::begin_step(const BatchMeta& meta, uint64_t tensors_id) {
+    if (timing_) {
+        FS_CUDA(cudaEventRecord(timing_->start->get(), stream_->get()));
+        timing_->started = true;
+        timing_->launched = false;
+    }
     begin_forward_impl(meta, true);
     replay_ = false;
     if (graph_bucket_ == 0) return false;
     // the key: the bucket, whether the longest context takes the long-context decode kernel
     // (decode_tc_min_ctx), and the caller's tensors
-    cur_graph_ = {graph_bucket_ * 2 + (max_decode_ctx_ >= decode_tc_min_ctx() ? 1 : 0),
-                  tensors_id};
+    cur_graph_ = {graph_bucket_ * 2 + (max_decode_ctx_ >= decode_tc_min_ctx() ? 1 : 0), tensors_id};
     // graphs of this bucket recorded for tensors the caller has since moved are dead
     for (auto it = graphs_.lower_bound({graph_bucket_ * 2, 0});
          it != graphs_.end() && it->first.first / 2 == graph_bucket_;)
@@ -875,6 +916,10 @@ void CudaBackend::end_step() {
         replay_ = false;
         auto it = graphs_.find(cur_graph_);
         FS_CHECK(it != graphs_.end() && it->second.exec, "end_step: no recorded step to run");
+        if (timing_) {
+            FS_CUDA(cudaEventRecord(timing_->launch->get(), stream_->get()));
+            timing_->launched = true;
+        }
         FS_CUDA(cudaGraphLaunch(it->second.exec, stream_->get()));
         ++stats_.replays;
     }
@@ -890,8 +935,8 @@ void CudaBackend::embedding(const Tensor& table, Tensor& out) {
         FS_CHECK(meta_.tokens[t] >= 0 && meta_.tokens[t] < table.rows,
                  "embedding: token id {} outside the vocabulary of {}", meta_.tokens[t],
                  table.rows);
-    launch_embedding(out.dtype, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T, out.data,
-                     stream_->get());
+    launch_embedding(out.dtype, table.dtype, table.data, table.rows, table.cols, dm_.tokens, T,
+                     out.data, stream_->get());
 }
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
@@ -958,7 +1003,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
         // stream from memory in a real step; timing them L2-resident favours tiles that
         // re-read W), and keep the fastest.
         // FARSIGHT_LINEAR_TUNE=0: heuristic choice for every shape (reproducible runs).
-        const bool tune = !capturing_ && tune_enabled_ && gemv_mode_ == 2 && T > kGemvMaxT && T <= 256;
+        const bool tune =
+            !capturing_ && tune_enabled_ && gemv_mode_ == 2 && T > kGemvMaxT && T <= 256;
         std::vector<cublasLtMatmulAlgo_t> algos;
         auto plan = make_lt_plan(lt_->get(), act_, T, N, K, b != nullptr, std::get<5>(key),
                                  std::get<6>(key), std::get<7>(key), lt_ws_.size(), out.dtype,
@@ -1005,9 +1051,9 @@ void CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, T
                 }
             }
             if (gemv_ok && time_it([&] {
-                    launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T, N, K,
-                                props_.multiProcessorCount, st);
-                }) < best)
+                               launch_gemv(act_, x.data, w.data, b ? b->data : nullptr, out.data, T,
+                                           N, K, props_.multiProcessorCount, st);
+                           }) < best)
                 plan->use_gemv = true;
         }
         it = plans_.emplace(key, std::move(plan)).first;
@@ -1054,8 +1100,8 @@ void CudaBackend::attention(int64_t layer, const Tensor& qkv, const AttnParams& 
     attention_impl(layer, qkv, p, out, -1);
 }
 
-void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnParams& p,
-                                 Tensor& out, int64_t rope_half) {
+void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnParams& p, Tensor& out,
+                                 int64_t rope_half) {
     need_meta("attention");
     check_act(qkv, "attention");
     check_act(out, "attention");
@@ -1091,9 +1137,9 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
     // stores k/v itself (head_dim 64/128, full rotary). Otherwise one kernel rotates and stores.
     // decode kernel of this step (decode_tc_applies: FARSIGHT_DECODE, batch, context); recorded
     // steps are keyed on the context side of the choice (decode_long_)
-    const bool use_tc = dm_.num_decode_tokens > 0 &&
-                        decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim,
-                                          dm_.num_decode_tokens, max_decode_ctx_);
+    const bool use_tc =
+        dm_.num_decode_tokens > 0 && decode_tc_applies(p.num_heads, p.num_kv_heads, p.head_dim,
+                                                       dm_.num_decode_tokens, max_decode_ctx_);
     const bool rope_in_decode = rope_half >= 0 && single_token_seqs_ && rope_in_decode_ &&
                                 2 * rope_half == p.head_dim &&
                                 (p.head_dim == 64 || p.head_dim == 128) &&
@@ -1130,8 +1176,8 @@ void CudaBackend::attention_impl(int64_t layer, const Tensor& qkv, const AttnPar
             for (int64_t b = 1; b <= kMaxGraphRows; b *= 2)
                 need = std::max(need, decode_ws_bytes(b, p, ctx));
         const size_t need_cnt =  // arrival counters (a bucket's n never exceeds kMaxGraphRows)
-            static_cast<size_t>(splitk_counter_count(std::max<int64_t>(n, kMaxGraphRows),
-                                                     p.num_heads)) *
+            static_cast<size_t>(
+                splitk_counter_count(std::max<int64_t>(n, kMaxGraphRows), p.num_heads)) *
             sizeof(int);
         if (attn_ws_.size() < need || attn_cnt_.size() < need_cnt) {
             FS_CHECK(!capturing_, "attention: workspace grew while recording a step");
@@ -1159,14 +1205,15 @@ void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
     launch_silu_mul(act_, gate_up.data, out.data, gate_up.rows, out.cols, stream_->get());
 }
 
-void CudaBackend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias,
-                              Tensor& gate_up, Tensor& out) {
+void CudaBackend::linear_silu(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& gate_up,
+                              Tensor& out) {
     const Tensor* b = (bias && !bias->empty()) ? bias : nullptr;
     const int64_t I = W.rows / 2, K = x.cols;
     const bool one_row = x.rows == 1 && gemv_mode_ != 0 && gated_gemv_ &&
-                         alignment_of(x.data) >= 16 && alignment_of(W.data) >= 16 && W.rows % 2 == 0 && W.cols == K &&
-                         W.dtype == act_ && x.dtype == act_ && out.dtype == act_ &&
-                         out.rows == 1 && out.cols == I && (!b || (b->dtype == act_ && b->numel() == 2 * I)) &&
+                         alignment_of(x.data) >= 16 && alignment_of(W.data) >= 16 &&
+                         W.rows % 2 == 0 && W.cols == K && W.dtype == act_ && x.dtype == act_ &&
+                         out.dtype == act_ && out.rows == 1 && out.cols == I &&
+                         (!b || (b->dtype == act_ && b->numel() == 2 * I)) &&
                          gemv_supported(1, 2 * I, K) && !skip(kSkipLinear | kSkipSilu);
     if (!one_row) return Backend::linear_silu(x, W, bias, gate_up, out);
     launch_gemv_silu(act_, x.data, W.data, b ? b->data : nullptr, out.data, I, K,
@@ -1249,10 +1296,32 @@ void CudaBackend::sample_rows(const Tensor& logits, const RowSampling* params, i
     int32_t* d_ids = reinterpret_cast<int32_t*>(dev + pbytes);
     float* d_lp = reinterpret_cast<float*>(dev + pbytes + static_cast<size_t>(n) * sizeof(int32_t));
     launch_sample_rows(static_cast<const float*>(logits.data), n, logits.cols,
-                       reinterpret_cast<const RowSampling*>(dev), d_ids, logprobs ? d_lp : nullptr, st);
+                       reinterpret_cast<const RowSampling*>(dev), d_ids, logprobs ? d_lp : nullptr,
+                       st);
+    const bool timed = timing_ && timing_->started && timing_->launched;
+    if (timed) FS_CUDA(cudaEventRecord(timing_->sampled->get(), st));
     FS_CUDA(cudaMemcpyAsync(host + pbytes, dev + pbytes, logprobs ? obytes : obytes / 2,
                             cudaMemcpyDeviceToHost, st));
     FS_CUDA(cudaStreamSynchronize(st));
+    if (timed) {
+        StepTiming& tm = *timing_;
+        float a = 0, b = 0, c = 0;
+        FS_CUDA(cudaEventElapsedTime(&a, tm.start->get(), tm.launch->get()));
+        FS_CUDA(cudaEventElapsedTime(&b, tm.launch->get(), tm.sampled->get()));
+        if (tm.have_prev)
+            FS_CUDA(cudaEventElapsedTime(&c, tm.prev_sampled->get(), tm.start->get()));
+        if (tm.have_prev) {  // count steps whose predecessor was timed too
+            ++tm.steps;
+            tm.start_to_launch_ms += a;
+            tm.launch_to_sampled_ms += b;
+            tm.sampled_to_next_ms += c;
+        }
+        std::swap(tm.sampled, tm.prev_sampled);
+        tm.have_prev = true;
+        tm.started = tm.launched = false;
+    } else if (timing_) {
+        timing_->have_prev = false;
+    }
     std::memcpy(ids, host + pbytes, static_cast<size_t>(n) * sizeof(int32_t));
     if (logprobs)
         std::memcpy(logprobs, host + pbytes + static_cast<size_t>(n) * sizeof(int32_t),

@@ -106,7 +106,10 @@ __device__ void select_bin(SampleShared& sh, u64 need) {
 // keys above t (1 <= *left <= count/weight of the keys equal to t).
 // The histogram adds are aggregated per warp first: logits share a handful of exponent bins,
 // and one shared-memory atomic per element serialised the first pass on those few addresses
-// (H200: 4.7 ms for 32 rows of 128256 at T 0.8 top-k 50 top-p 0.9). Integer sums: the result
+// (H200: 4.7 ms for 32 rows of 128256 at T 0.8 top-k 50 top-p 0.9). A loop of warp sums over
+// every distinct bin (1.7-1.8 ms) was as slow in the later passes, where a warp's elements fall
+// in many bins; now __match_any_sync groups the lanes by bin: counts add the group size once per
+// bin, weights are warp-summed only for groups of 4 or more lanes. Integer sums: the result
 // does not depend on the order.
 template <bool kMass>
 __device__ uint32_t radix_select(const float* __restrict__ x, int V, float M, float inv_t, u64 need,
@@ -137,14 +140,25 @@ __device__ uint32_t radix_select(const float* __restrict__ x, int V, float M, fl
                     w = kMass ? sampling::weight(v[k], M, inv_t) : 1ull;
                     bin = (key >> shift) & 255u;
                 }
-                unsigned todo = __ballot_sync(kFull, w != 0);
-                while (todo) {  // one round per distinct bin among the warp's elements
-                    const int leader = __ffs(todo) - 1;
-                    const uint32_t lb = __shfl_sync(kFull, bin, leader);
-                    const bool mine = w != 0 && bin == lb;
-                    const u64 s = warp_sum(mine ? w : 0ull);
-                    if (lane == leader) atomicAdd(&sh.hist[lb], s);
-                    todo &= ~__ballot_sync(kFull, mine);
+                const unsigned active = __ballot_sync(kFull, w != 0);
+                unsigned peers = 0;  // the active lanes with this lane's bin
+                if (w != 0) peers = __match_any_sync(active, bin);
+                const bool leader = w != 0 && lane == __ffs(peers) - 1;
+                if constexpr (!kMass) {  // counts: the group's size, one add per distinct bin
+                    if (leader) atomicAdd(&sh.hist[bin], static_cast<u64>(__popc(peers)));
+                } else {
+                    // groups of 4 or more lanes: one warp-summed add each (the concentrated
+                    // first passes); smaller groups add their own weights (diverse bins)
+                    const bool big = __popc(peers) >= 4;
+                    if (w != 0 && !big) atomicAdd(&sh.hist[bin], w);
+                    unsigned todo = __ballot_sync(kFull, leader && big);
+                    while (todo) {
+                        const int l = __ffs(todo) - 1;
+                        const uint32_t lb = __shfl_sync(kFull, bin, l);
+                        const u64 sum = warp_sum(w != 0 && bin == lb ? w : 0ull);
+                        if (lane == l) atomicAdd(&sh.hist[lb], sum);
+                        todo &= todo - 1;
+                    }
                 }
             }
         }
