@@ -19,8 +19,6 @@
 #include <mutex>
 #include <tuple>
 
-#include <cooperative_groups.h>
-
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
 
@@ -263,73 +261,6 @@ __global__ void __launch_bounds__(kSkWarps * 32)
 
 constexpr int kDecWarps = 4;
 
-// decode_kernel<CL>'s ending: this block's partial state (the warps merged, m in natural-log
-// units as in `ml`) into shared memory, a cluster barrier, the first block merges the `used`
-// partitions read from the others' shared memory with the last-block merge's arithmetic and
-// order, a second barrier keeps every block's shared memory alive until then.
-template <typename T, int D, int GP>
-__device__ __forceinline__ void decode_cluster_merge(const AttnLaunch& a,
-                                                     const float (&m_s)[kDecWarps][GP],
-                                                     const float (&l_s)[kDecWarps][GP],
-                                                     const float (&acc_s)[kDecWarps][GP][D], int ng,
-                                                     int64_t G, int64_t kvh, int64_t g0, int32_t t,
-                                                     int32_t used) {
-    namespace cg = cooperative_groups;
-    __shared__ float pm[GP], pl[GP], pacc[GP][D];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int idx = threadIdx.x; idx < ng * (D + 1); idx += blockDim.x) {
-        const int g = idx / (D + 1), d = idx % (D + 1);
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, m_s[w][g]);
-        if (d == D) {
-            float L = 0.0f;
-            if (M != -INFINITY)
-                for (int w = 0; w < kDecWarps; ++w) L += l_s[w][g] * exp2f(m_s[w][g] - M);
-            pm[g] = M == -INFINITY ? -INFINITY : M * 0.6931471805599453f;
-            pl[g] = L;
-        } else {
-            float A = 0.0f;
-            if (M != -INFINITY)
-                for (int w = 0; w < kDecWarps; ++w) A += acc_s[w][g][d] * exp2f(m_s[w][g] - M);
-            pacc[g][d] = A;
-        }
-    }
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();
-    if (cluster.block_rank() == 0) {
-        __shared__ float wsm[GP][16];
-        __shared__ float lsm[GP];
-        for (int g = warp; g < ng; g += kDecWarps) {
-            float M = -INFINITY;
-            for (int32_t s = lane; s < used; s += 32)
-                M = fmaxf(M, cluster.map_shared_rank(&pm[0], s)[g]);
-            M = warp_max(M);
-            float L = 0.0f;
-            for (int32_t s = lane; s < used; s += 32) {
-                const float ms = cluster.map_shared_rank(&pm[0], s)[g];
-                const float e = ms == -INFINITY ? 0.0f : __expf(ms - M);
-                wsm[g][s] = e;
-                L += cluster.map_shared_rank(&pl[0], s)[g] * e;
-            }
-            L = warp_sum(L);
-            if (lane == 0) lsm[g] = L;
-        }
-        __syncthreads();
-        for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
-            const int g = idx / D, d = idx % D;
-            const int64_t h = kvh * G + g0 + g;
-            float A = 0.0f;
-#pragma unroll 8
-            for (int32_t s = 0; s < used; ++s)
-                A += cluster.map_shared_rank(&pacc[0][0], s)[g * D + d] * wsm[g][s];
-            const float L = lsm[g];
-            static_cast<T*>(a.out)[t * a.out_ld + h * D + d] = from_f<T>(L > 0.0f ? A / L : 0.0f);
-        }
-    }
-    cluster.sync();
-}
-
 // grid (splits, KVH * qgroups, n_tokens), kDecWarps*32 threads. A key row (D elements) is read
 // by D/8 lanes with one 16-byte load each, so a warp reads 32/(D/8) whole rows per load; each
 // lane keeps U key and U value loads in flight per step. The GP query heads of one KV group
@@ -346,12 +277,7 @@ template <int GP>
 constexpr int decode_min_blocks() {
     return GP <= 2 ? 4 : GP == 4 ? 3 : 2;
 }
-// CL (a thread-block cluster of the `splits` partitions of one (token, block row), launched with
-// that cluster shape): the partitions hand their partial states over in shared memory and the
-// cluster's first block merges them (distributed shared memory; no global partials, fence or
-// arrival counter). Every block of the cluster reaches both cluster barriers, those without keys
-// too. The same arithmetic as the last-block merge, summed in the same order.
-template <typename T, int D, int GP, bool CL = false>
+template <typename T, int D, int GP>
 __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     decode_kernel(AttnLaunch a, DevMeta m, int64_t splits, float* ml, float* accw, int* cnt) {
     pdl_trigger();                      // pdl_wait() comes after the first K/V loads (see below)
@@ -380,13 +306,9 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     // of 32 loaded keys, not a fifth for the one new key).
     const int32_t n_loaded = a.rope_store != 0 && n_keys > 1 ? n_keys - 1 : n_keys;
     const int32_t used = (n_loaded + part - 1) / part;  // partitions with keys (>= 1)
-    const bool empty = static_cast<int32_t>(blockIdx.x) >= used;
-    if (!CL && empty) return;
-    // (a cluster's block without keys: an empty range, its state stays m = -inf, l = 0)
-    const int32_t lo = empty ? tr.lo : tr.lo + static_cast<int32_t>(blockIdx.x) * part;
-    const int32_t hi = empty                                          ? lo
-                       : static_cast<int32_t>(blockIdx.x) == used - 1 ? tr.hi
-                                                                      : min(tr.hi, lo + part);
+    if (static_cast<int32_t>(blockIdx.x) >= used) return;
+    const int32_t lo = tr.lo + static_cast<int32_t>(blockIdx.x) * part;
+    const int32_t hi = static_cast<int32_t>(blockIdx.x) == used - 1 ? tr.hi : min(tr.hi, lo + part);
     const int32_t bs = static_cast<int32_t>(a.block_size);
     const size_t slot_stride = static_cast<size_t>(a.KVH) * D;
 
@@ -599,10 +521,6 @@ __global__ void __launch_bounds__(kDecWarps * 32, decode_min_blocks<GP>())
     }
     __syncthreads();
     const int64_t H = a.H;
-    if constexpr (CL) {
-        decode_cluster_merge<T, D, GP>(a, m_s, l_s, acc_s, ng, G, kvh, g0, t, used);
-        return;
-    }
     if (used == 1) {  // the only partition: the output directly (what the merge of one gives)
         for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
             const int g = idx / D, d = idx % D;
@@ -1004,10 +922,10 @@ void launch_prefill2(const AttnLaunch& a, const DevMeta& m, cudaStream_t st) {
 // lane/4 + 8), P^T rounded to T and moved into the B layout with movmatrix.trans, and
 // O^T += V^T P^T (A = 16 dims x 16 keys of V by ldmatrix.trans).
 constexpr int kTcWarps = 4;
-constexpr int kTcKeys = 16;  // keys per warp tile (the mma M dimension)
+constexpr int kTcKeys = 16;   // keys per warp tile (the mma M dimension)
 // per-warp ring depth NST (template; FARSIGHT_DECODE_TC_STAGES=2/3/4, default 3): NST-1 tiles
 // in flight while one is computed
-constexpr int kTcCols = 8;  // mma N: q heads of the group, zero-padded
+constexpr int kTcCols = 8;    // mma N: q heads of the group, zero-padded
 
 template <int D, int NST>
 constexpr int decode_tc_smem_bytes() {  // padded rows: ldmatrix rows fall in distinct banks
@@ -1192,10 +1110,10 @@ __global__ void __launch_bounds__(kTcWarps * 32)
     for (int32_t j = 0; j < ntiles; ++j) {
         __syncwarp();  // every lane is done with tile j-1's stage, which tile j+NST-1 takes
         if (j + NST - 1 < ntiles) issue(j + NST - 1, nslot);
-        cp_async_commit();          // possibly empty: keeps the group count uniform
+        cp_async_commit();  // possibly empty: keeps the group count uniform
         nslot = row_slot(j + NST);  // the block table one tile ahead
         cp_async_wait<NST - 1>();   // tile j has landed (this lane's copies) ...
-        __syncwarp();               // ... and every lane's
+        __syncwarp();                     // ... and every lane's
         const uint16_t* ks = ring + (j % NST) * 2 * TILE;
         const uint16_t* vs = ks + TILE;
         const int32_t base = wfirst + j * WSTEP;
@@ -1384,8 +1302,8 @@ void launch_decode_tc_s(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens,
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH),
               static_cast<unsigned>(n_tokens));
     launch_pdl(decode_tc_kernel<T, D, NST>, grid, dim3(kTcWarps * 32),
-               static_cast<size_t>(decode_tc_smem_bytes<D, NST>()), st, "decode_tc_kernel", a, m,
-               splits, ml, accw, cnt);
+               static_cast<size_t>(decode_tc_smem_bytes<D, NST>()), st, "decode_tc_kernel", a,
+               m, splits, ml, accw, cnt);
     FS_CUDA_LAUNCH("decode_tc_kernel");
     g_decode_tc_launches.fetch_add(1, std::memory_order_relaxed);
 }
@@ -1411,57 +1329,6 @@ void launch_splitk_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     FS_CUDA_LAUNCH("splitk_kernel");
 }
 
-// Partitions merged through a thread-block cluster (decode_kernel<CL>) when there are 2..16 of
-// them (16: the non-portable cluster size Hopper allows); FARSIGHT_DECODE_CLUSTER=0 keeps the
-// last-block merge through global memory.
-constexpr int64_t kMaxClusterSplits = 16;
-bool decode_cluster_enabled() {
-    static const bool on = [] {
-        const char* e = std::getenv("FARSIGHT_DECODE_CLUSTER");
-        if (e && e[0] == '0') return false;
-        int dev = 0, major = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-            cudaGetLastError();
-            return false;
-        }
-        return major >= 9;
-    }();
-    return on;
-}
-
-template <typename K>
-void launch_decode_cluster(K kernel, dim3 grid, cudaStream_t st, const AttnLaunch& a,
-                           const DevMeta& m, int64_t splits, float* ml, float* accw, int* cnt) {
-    static std::mutex mu;
-    static std::map<const void*, bool> prepared;
-    {
-        std::lock_guard<std::mutex> lk(mu);
-        bool& done = prepared[reinterpret_cast<const void*>(kernel)];
-        if (!done) {
-            FS_CUDA(
-                cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-            done = true;
-        }
-    }
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kDecWarps * 32);
-    cfg.dynamicSmemBytes = 0;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(splits);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() ? 2 : 1;
-    const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a, m, splits, ml, accw, cnt);
-    if (e != cudaSuccess) cuda_fail(e, "decode_kernel (cluster)", __FILE__, __LINE__);
-}
-
 template <typename T, int D, int GP>
 void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, int64_t splits,
                      float* ml, float* accw, int* cnt, cudaStream_t st) {
@@ -1469,10 +1336,6 @@ void launch_decode_t(const AttnLaunch& a, const DevMeta& m, int64_t n_tokens, in
     const int64_t qgroups = (G + GP - 1) / GP;
     dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.KVH * qgroups),
               static_cast<unsigned>(n_tokens));
-    if (splits >= 2 && splits <= kMaxClusterSplits && decode_cluster_enabled()) {
-        launch_decode_cluster(decode_kernel<T, D, GP, true>, grid, st, a, m, splits, ml, accw, cnt);
-        return;
-    }
     launch_pdl(decode_kernel<T, D, GP>, grid, dim3(kDecWarps * 32), 0, st, "decode_kernel", a, m,
                splits, ml, accw, cnt);
     FS_CUDA_LAUNCH("decode_kernel");
