@@ -22,10 +22,7 @@ constexpr int kUnroll = 4;
 // kernel before it (which produces x) finishes.
 // GATED (a [2N, K] gate_up weight, one row of x): output n = silu(T(x . w[n])) * T(x . w[N + n])
 // with silu_mul_kernel's roundings; each warp streams the gate row, then the up row.
-// DEPTH 2 (one row of x only): two batches of weight loads per lane are issued before
-// pdl_wait() and kept in rotation (each refilled as soon as it is consumed) instead of one
-// batch plus a staging copy: twice the weight bytes in flight while the kernel before runs.
-template <typename T, int TT, bool GATED = false, int DEPTH = 1>
+template <typename T, int TT, bool GATED = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                 T* __restrict__ out, int N, int K, int ksplit) {
@@ -40,10 +37,7 @@ __global__ void __launch_bounds__(kThreads)
     const uint4* xr = reinterpret_cast<const uint4*>(x);
     const int c0 = part * 32 + lane;
     const bool full0 = row < N && c0 + (kUnroll - 1) * stride < nchunks;
-    static_assert(DEPTH == 1 || (DEPTH == 2 && TT == 1), "gemv_kernel: DEPTH 2 is for one row");
-    const bool full1 = DEPTH == 2 && row < N && c0 + (2 * kUnroll - 1) * stride < nchunks;
     uint4 wv[NR][kUnroll];
-    uint4 wv2[NR][kUnroll];  // DEPTH 2: the second batch
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
         const uint4* wr =
@@ -51,11 +45,6 @@ __global__ void __launch_bounds__(kThreads)
         if (full0) {
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) wv[r][u] = ld_nc_stream(wr + c0 + u * stride);
-        }
-        if (full1) {
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-                wv2[r][u] = ld_nc_stream(wr + c0 + (kUnroll + u) * stride);
         }
     }
     pdl_trigger();
@@ -72,40 +61,6 @@ __global__ void __launch_bounds__(kThreads)
                 reinterpret_cast<const uint4*>(w + static_cast<size_t>(row + r * N) * K);
             int c = c0;
             bool full = full0;
-            if constexpr (DEPTH == 2) {
-                auto dot = [&](const uint4(&wb)[kUnroll], int cb) {
-#pragma unroll
-                    for (int u = 0; u < kUnroll; ++u) {
-                        float wf[8], xf[8];
-                        unpack8<T>(wb[u], wf);
-                        unpack8<T>(__ldg(xr + cb + u * stride), xf);
-#pragma unroll
-                        for (int i = 0; i < 8; ++i) acc[r][0] = fmaf(wf[i], xf[i], acc[r][0]);
-                    }
-                };
-                auto refill = [&](uint4(&wb)[kUnroll], int cb) {
-                    const bool f = cb + (kUnroll - 1) * stride < nchunks;
-                    if (f) {
-#pragma unroll
-                        for (int u = 0; u < kUnroll; ++u)
-                            wb[u] = ld_nc_stream(wr + cb + u * stride);
-                    }
-                    return f;
-                };
-                bool full2 = full1;
-                while (full) {
-                    dot(wv[r], c);
-                    const bool f3 = refill(wv[r], c + 2 * kUnroll * stride);
-                    c += kUnroll * stride;
-                    if (!full2) break;
-                    dot(wv2[r], c);
-                    const bool f4 = refill(wv2[r], c + 2 * kUnroll * stride);
-                    c += kUnroll * stride;
-                    full = f3;
-                    full2 = f4;
-                }
-                full = false;
-            }
             while (full) {
                 const int cn = c + kUnroll * stride;
                 const bool nfull = cn + (kUnroll - 1) * stride < nchunks;
@@ -176,19 +131,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// Batches of weight loads a one-row GEMV issues before pdl_wait(): FARSIGHT_GEMV_DEPTH=1
-// (default) or 2 (gemv_kernel's DEPTH, not the gated variant: 104 registers at DEPTH 2;
-// FARSIGHT_GEMV1_DEPTH for the fused gemv1_kernel).
-int gemv_depth() {
-    static const int d = [] {
-        const char* e = std::getenv("FARSIGHT_GEMV_DEPTH");
-        const int v = e && *e ? std::atoi(e) : 1;
-        FS_CHECK(v == 1 || v == 2, "FARSIGHT_GEMV_DEPTH={}: expected 1 or 2", e ? e : "");
-        return v;
-    }();
-    return d;
-}
-
 // Warps per output row: split K until the grid holds about two blocks per SM (keeping at least
 // 64 chunks of 8 per warp).
 int gemv_ksplit(int64_t N, int64_t K, int num_sms) {
@@ -208,13 +150,9 @@ void launch_tt(const void* x, const void* w, const void* bias, void* out, int64_
     const int ksplit = gemv_ksplit(N, K, num_sms);
     const int rows_per_block = kWarps / ksplit;
     unsigned grid = ceil_div(static_cast<size_t>(N), rows_per_block);
-    auto* kernel = gemv_kernel<T, TT>;
-    if constexpr (TT == 1) {
-        if (gemv_depth() == 2) kernel = gemv_kernel<T, 1, false, 2>;
-    }
-    launch_pdl(kernel, dim3(grid), dim3(kThreads), 0, st, "gemv_kernel", static_cast<const T*>(x),
-               static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(out),
-               static_cast<int>(N), static_cast<int>(K), ksplit);
+    launch_pdl(gemv_kernel<T, TT>, dim3(grid), dim3(kThreads), 0, st, "gemv_kernel",
+               static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+               static_cast<T*>(out), static_cast<int>(N), static_cast<int>(K), ksplit);
 }
 
 // ---- one-row GEMV with a fused prologue / epilogue (batch-1 decode) ----
