@@ -8,7 +8,6 @@
 #include <map>
 #include <mutex>
 #include <tuple>
-#include <unordered_set>
 #include <vector>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -1350,22 +1349,6 @@ bool pdl_enabled() {
         return major >= 9;
     }();
     return on;
-}
-
-void apply_smem_carveout(const void* kernel) {
-    static const int carveout = [] {
-        const char* e = std::getenv("FARSIGHT_SMEM_CARVEOUT");
-        if (!e || !*e) return -1;
-        const int v = std::atoi(e);
-        FS_CHECK(v >= 0 && v <= 100, "FARSIGHT_SMEM_CARVEOUT={}: expected 0..100 (percent)", e);
-        return v;
-    }();
-    if (carveout < 0) return;
-    static std::mutex mu;
-    static std::unordered_set<const void*> done;
-    std::lock_guard<std::mutex> lock(mu);
-    if (!done.insert(kernel).second) return;
-    FS_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
 }
 }  // namespace cuda
 

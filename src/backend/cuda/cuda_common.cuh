@@ -64,16 +64,9 @@ __device__ __forceinline__ void pdl_trigger() {
 // Whether launch_pdl() asks for programmatic dependent launch (device 0 of compute capability
 // >= 9, and FARSIGHT_PDL is not 0). Defined in cuda_backend.cu.
 bool pdl_enabled();
-// FARSIGHT_SMEM_CARVEOUT=P (0..100): every kernel launched through launch_pdl() gets the same
-// preferred shared-memory carveout (cudaFuncAttributePreferredSharedMemoryCarveout), so that
-// consecutive kernels never need an SM to change its L1/shared split (which waits for the SM
-// to drain and so defeats programmatic dependent launch). Unset: the driver's choice per kernel.
-// Defined in cuda_backend.cu.
-void apply_smem_carveout(const void* kernel);
 template <typename... KArgs, typename... Args>
 void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
                 const char* what, Args&&... args) {
-    apply_smem_carveout(reinterpret_cast<const void*>(kernel));
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = grid;
     cfg.blockDim = block;

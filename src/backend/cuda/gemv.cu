@@ -3,7 +3,6 @@
 // per thread; x (a few KB) is served from L1/L2. When N is small, the warps of a block split K
 // between them and reduce through shared memory, so that the grid still fills the device.
 #include <algorithm>
-#include <cstdlib>
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.cuh"
@@ -57,8 +56,7 @@ __global__ void __launch_bounds__(kThreads)
     if (row < N) {
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
-            const uint4* wr =
-                reinterpret_cast<const uint4*>(w + static_cast<size_t>(row + r * N) * K);
+            const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<size_t>(row + r * N) * K);
             int c = c0;
             bool full = full0;
             while (full) {
@@ -76,8 +74,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
                     for (int t = 0; t < TT; ++t) {
                         float xf[8];
-                        unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c + u * stride),
-                                   xf);
+                        unpack8<T>(__ldg(xr + static_cast<size_t>(t) * nchunks + c + u * stride), xf);
 #pragma unroll
                         for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(wf[i], xf[i], acc[r][t]);
                     }
@@ -182,13 +179,13 @@ __device__ __forceinline__ uint4 ld_shared16(const uint4* p) {
     return *p;
 }
 
-template <typename T, typename R, typename LN, int PRO, int EPI, int DEPTH>
+template <typename T, typename R, typename LN, int PRO, int EPI>
 __global__ void __launch_bounds__(kThreads) gemv1_kernel(Gemv1Args a) {
     extern __shared__ uint4 xs[];  // K / 8 chunks of T
     __shared__ float red[kWarps];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int nch = a.K / 8;                       // 16-byte chunks per row
-    const int nj = (nch + 31) / 32;                // chunks per lane per row (last ones predicated)
+    const int nch = a.K / 8;               // 16-byte chunks per row
+    const int nj = (nch + 31) / 32;        // chunks per lane per row (last ones predicated)
     const int bpr = (nj + kUnroll - 1) / kUnroll;  // load batches per row
     const int row0 = blockIdx.x * a.rpb + warp;
     const int row_end = min(a.N, static_cast<int>(blockIdx.x) * a.rpb + a.rpb);
@@ -196,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) gemv1_kernel(Gemv1Args a) {
     const int total = nrows * bpr;
     const uint4* w = static_cast<const uint4*>(a.w);
 
-    auto load_batch = [&](int b, uint4(&r)[kUnroll]) {
+    auto load_batch = [&](int b, uint4 (&r)[kUnroll]) {
         const int ri = b / bpr, j0 = (b % bpr) * kUnroll;
         const uint4* wr = w + static_cast<size_t>(row0 + ri * kWarps) * nch;
 #pragma unroll
@@ -206,11 +203,7 @@ __global__ void __launch_bounds__(kThreads) gemv1_kernel(Gemv1Args a) {
         }
     };
     uint4 wv[kUnroll];
-    uint4 wv2[kUnroll];                // DEPTH 2: the second batch, also before the wait
     if (total > 0) load_batch(0, wv);  // weights are constant: before the wait
-    if constexpr (DEPTH == 2) {
-        if (total > 1) load_batch(1, wv2);
-    }
     pdl_trigger();
     pdl_wait();
 
@@ -264,14 +257,16 @@ __global__ void __launch_bounds__(kThreads) gemv1_kernel(Gemv1Args a) {
 
     // ---- rows ----
     float acc = 0.0f;
-    auto consume = [&](int b, const uint4(&wb)[kUnroll]) {
+    for (int b = 0; b < total; ++b) {
+        uint4 nx[kUnroll];
+        if (b + 1 < total) load_batch(b + 1, nx);
         const int j0 = (b % bpr) * kUnroll;
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const int c = lane + 32 * (j0 + u);
             if (c < nch) {
                 float wf[8], xf[8];
-                unpack8<T>(wb[u], wf);
+                unpack8<T>(wv[u], wf);
                 unpack8<T>(ld_shared16(xs + c), xf);
 #pragma unroll
                 for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], xf[i], acc);
@@ -293,35 +288,19 @@ __global__ void __launch_bounds__(kThreads) gemv1_kernel(Gemv1Args a) {
             }
             acc = 0.0f;
         }
-    };
-    if constexpr (DEPTH == 1) {
-        for (int b = 0; b < total; ++b) {
-            uint4 nx[kUnroll];
-            if (b + 1 < total) load_batch(b + 1, nx);
-            consume(b, wv);
-            if (b + 1 < total) {
+        if (b + 1 < total) {
 #pragma unroll
-                for (int u = 0; u < kUnroll; ++u) wv[u] = nx[u];
-            }
-        }
-    } else {  // two batches in rotation: each refilled as soon as it is consumed
-        for (int b = 0; b < total; b += 2) {
-            consume(b, wv);
-            if (b + 2 < total) load_batch(b + 2, wv);
-            if (b + 1 < total) {
-                consume(b + 1, wv2);
-                if (b + 3 < total) load_batch(b + 3, wv2);
-            }
+            for (int u = 0; u < kUnroll; ++u) wv[u] = nx[u];
         }
     }
 }
 
-template <typename T, typename R, typename LN, int PRO, int EPI, int U>
-void launch_gemv1_u(const Gemv1Args& a, int num_sms, cudaStream_t st) {
+template <typename T, typename R, typename LN, int PRO, int EPI>
+void launch_gemv1_t(const Gemv1Args& a, int num_sms, cudaStream_t st) {
     const size_t smem = static_cast<size_t>(a.K) * sizeof(T);
     static bool attr_set = false;  // per instantiation
     if (!attr_set) {
-        FS_CUDA(cudaFuncSetAttribute(gemv1_kernel<T, R, LN, PRO, EPI, U>,
+        FS_CUDA(cudaFuncSetAttribute(gemv1_kernel<T, R, LN, PRO, EPI>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(kGemv1MaxK * sizeof(T))));
         attr_set = true;
@@ -330,34 +309,15 @@ void launch_gemv1_u(const Gemv1Args& a, int num_sms, cudaStream_t st) {
     // about two blocks per SM or more, whole warps of rows per block
     g.rpb = kWarps * std::max(1, a.N / (kWarps * 2 * num_sms));
     const unsigned grid = static_cast<unsigned>((a.N + g.rpb - 1) / g.rpb);
-    launch_pdl(gemv1_kernel<T, R, LN, PRO, EPI, U>, dim3(grid), dim3(kThreads), smem, st,
+    launch_pdl(gemv1_kernel<T, R, LN, PRO, EPI>, dim3(grid), dim3(kThreads), smem, st,
                "gemv1_kernel", g);
-}
-
-// Batches of kUnroll weight loads per lane issued before pdl_wait() (and kept in rotation):
-// FARSIGHT_GEMV1_DEPTH=1 (default) or 2.
-int gemv1_depth() {
-    static const int d = [] {
-        const char* e = std::getenv("FARSIGHT_GEMV1_DEPTH");
-        const int v = e && *e ? std::atoi(e) : 1;
-        FS_CHECK(v == 1 || v == 2, "FARSIGHT_GEMV1_DEPTH={}: expected 1 or 2", e ? e : "");
-        return v;
-    }();
-    return d;
-}
-
-template <typename T, typename R, typename LN, int PRO, int EPI>
-void launch_gemv1_t(const Gemv1Args& a, int num_sms, cudaStream_t st) {
-    if (gemv1_depth() == 2) return launch_gemv1_u<T, R, LN, PRO, EPI, 2>(a, num_sms, st);
-    launch_gemv1_u<T, R, LN, PRO, EPI, 1>(a, num_sms, st);
 }
 
 template <typename T>
 void launch_gemv1_d(int pro, int epi, DType res_dt, DType ln_dt, const Gemv1Args& a, int num_sms,
                     cudaStream_t st) {
     const bool rf = res_dt == DType::F32;
-    if (pro == kPlain && epi == kStore)
-        return launch_gemv1_t<T, T, T, kPlain, kStore>(a, num_sms, st);
+    if (pro == kPlain && epi == kStore) return launch_gemv1_t<T, T, T, kPlain, kStore>(a, num_sms, st);
     if (pro == kPlain && epi == kAddResidual)
         return rf ? launch_gemv1_t<T, float, T, kPlain, kAddResidual>(a, num_sms, st)
                   : launch_gemv1_t<T, T, T, kPlain, kAddResidual>(a, num_sms, st);
@@ -433,18 +393,10 @@ void launch_gemv1(DType dt, Gemv1Op op, DType res_dt, DType ln_dt, const void* x
     Gemv1Args a{x, ln, w, bias, out, eps, static_cast<int>(N), static_cast<int>(K), 0};
     int pro = kPlain, epi = kStore;
     switch (op) {
-        case Gemv1Op::Plain:
-            break;
-        case Gemv1Op::NormIn:
-            pro = kNorm;
-            break;
-        case Gemv1Op::AddToResidual:
-            epi = kAddResidual;
-            break;
-        case Gemv1Op::SiluInAddToResidual:
-            pro = kSilu;
-            epi = kAddResidual;
-            break;
+        case Gemv1Op::Plain: break;
+        case Gemv1Op::NormIn: pro = kNorm; break;
+        case Gemv1Op::AddToResidual: epi = kAddResidual; break;
+        case Gemv1Op::SiluInAddToResidual: pro = kSilu; epi = kAddResidual; break;
     }
     if (dt == DType::BF16)
         launch_gemv1_d<__nv_bfloat16>(pro, epi, res_dt, ln_dt, a, num_sms, st);
