@@ -4,6 +4,7 @@
 // (src/backend/cuda/) implement them. Tensors are 2-D, row-major, contiguous
 // ([rows, cols]); activations are [tokens, features], weights are [out_features, in_features].
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,6 +81,9 @@ struct BatchMeta {
     std::vector<int32_t> logit_rows;    // rows of the batch whose logits are wanted
     std::vector<RopeFreqs> rope;
     int32_t max_context_len = 0;
+    // Pipelined decode (Backend::sample_feed()): token t is the id the last sample_rows_enqueue
+    // drew for its row t (still on the device); `tokens` holds placeholders.
+    bool tokens_from_last_sample = false;
     int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
 };
 
@@ -212,7 +216,25 @@ public:
     // Whether callers should prefer sample_rows over reading the logits back (CUDA: yes; the
     // CPU backend keeps its callers on the logits path).
     virtual bool prefers_device_sampling() const { return false; }
+    // ---- pipelined sampling (decode without a host round trip between steps) ----
+    // sample_rows without waiting: at most two outstanding, collected in order by
+    // sample_rows_collect (ids and, when asked at enqueue, logprobs: one per row). The default
+    // samples at once and keeps the results until collected.
+    virtual void sample_rows_enqueue(const Tensor& logits, const RowSampling* params,
+                                     bool want_logprobs);
+    virtual void sample_rows_collect(int32_t* ids, float* logprobs);
+    // Whether a step may take its tokens from the last enqueued sampling on the device
+    // (BatchMeta::tokens_from_last_sample), so that it can be queued before that sampling's ids
+    // are read back (CUDA: yes).
+    virtual bool sample_feed() const { return false; }
     virtual void synchronize() = 0;
+
+private:
+    struct Sampled {  // the default sample_rows_enqueue's results, until collected
+        std::vector<int32_t> ids;
+        std::vector<float> logprobs;
+    };
+    std::deque<Sampled> sampled_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);

@@ -83,9 +83,20 @@ void write_json(const BenchOpts& o, const nlohmann::json& out) {
 class DecodeStep {
   public:
     DecodeStep(Session& s, bool logits_readback, nlohmann::json& out)
-        : s_(s), on_device_(!logits_readback && s.device_sampling()) {
+        : s_(s),
+          on_device_(!logits_readback && s.device_sampling()),
+          pipelined_(on_device_ && s.pipelined_decode()) {
         out["decode_sampling"] = on_device_ ? "device_greedy" : "logits_readback";
+        out["decode_pipelined"] = pipelined_;
     }
+    // Pipelined (Session::forward_sample_enqueue): each step after the first takes its tokens
+    // from the step before on the device and is queued before that step's ids are read back.
+    bool pipelined() const { return pipelined_; }
+    void enqueue(std::span<SeqStep> steps, bool from_previous) {
+        rows_.assign(steps.size(), RowSampling{});
+        s_.forward_sample_enqueue(steps, rows_, from_previous);
+    }
+    void collect() { (void)s_.forward_sample_collect(); }
     void operator()(std::span<SeqStep> steps) {
         if (!on_device_) {
             (void)s_.forward(steps);
@@ -97,7 +108,7 @@ class DecodeStep {
 
   private:
     Session& s_;
-    bool on_device_;
+    bool on_device_, pipelined_;
     std::vector<RowSampling> rows_;
 };
 
@@ -177,8 +188,8 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
 
     // ---- decode: contexts are filled without computing them (timing depends only on lengths) ----
     auto decode_run = [&](int B, int ctx) -> nlohmann::json {
-        if (static_cast<int64_t>(B) * (ctx + o.decode + 1) > s.kv_capacity_tokens() ||
-            ctx + o.decode + 1 > s.max_model_len())
+        if (static_cast<int64_t>(B) * (ctx + o.decode + 4) > s.kv_capacity_tokens() ||
+            ctx + o.decode + 4 > s.max_model_len())
             return nullptr;
         std::vector<BlockTable> tables(static_cast<size_t>(B));
         for (auto& t : tables) {
@@ -187,7 +198,7 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
         }
         std::vector<int32_t> last(static_cast<size_t>(B));
         std::vector<double> times;
-        for (int i = 0; i < o.decode + 3; ++i) {
+        auto make_steps = [&] {
             std::vector<SeqStep> steps;
             for (int b = 0; b < B; ++b) {
                 last[static_cast<size_t>(b)] = tok(rng);
@@ -195,9 +206,29 @@ int run_bench_gpu(const BenchOpts& o, nlohmann::json& out) {
                                  std::span<const int32_t>(&last[static_cast<size_t>(b)], 1),
                                  false});
             }
-            const double t0 = now_s();
-            decode_step(steps);  // reads back the ids or the logits: includes the device sync
-            if (i >= 3) times.push_back(now_s() - t0);
+            return steps;
+        };
+        if (decode_step.pipelined()) {
+            // a step's time: from one read-back of ids to the next (steady state)
+            std::vector<double> marks;
+            for (int i = 0; i < o.decode + 4; ++i) {
+                auto steps = make_steps();  // tokens after the first: fed on the device
+                decode_step.enqueue(steps, i > 0);
+                if (i > 0) {
+                    decode_step.collect();
+                    marks.push_back(now_s());
+                }
+            }
+            decode_step.collect();
+            marks.push_back(now_s());
+            for (size_t k = 3; k < marks.size(); ++k) times.push_back(marks[k] - marks[k - 1]);
+        } else {
+            for (int i = 0; i < o.decode + 3; ++i) {
+                auto steps = make_steps();
+                const double t0 = now_s();
+                decode_step(steps);  // reads back the ids or the logits: includes the device sync
+                if (i >= 3) times.push_back(now_s() - t0);
+            }
         }
         track();
         for (auto& t : tables) t.release(s.pool());

@@ -92,11 +92,40 @@ GenerationResult generate(Session& s, const Tokenizer& tok, const std::vector<in
     // the parameters need no logits on the host (no penalties, min-p or top logprobs).
     RowSampling rs;
     const bool on_device = s.device_sampling() && sampler.row_sampling(0, &rs);
+    // Pipelined (Session::forward_sample_enqueue): step k + 1 is queued, its token fed from
+    // step k's sampling, before step k's id is read back; a step queued past the end (eos,
+    // stop) is collected and dropped.
+    const bool pipelined = on_device && s.pipelined_decode();
+    int64_t queued = 0;
+    static const int32_t kFedToken = 0;  // placeholder: the token comes from the last sampling
+    auto enqueue = [&] {
+        rs.counter = static_cast<uint64_t>(queued);
+        SeqStep st{&table, queued == 0 ? std::span<const int32_t>(next)
+                                       : std::span<const int32_t>(&kFedToken, 1),
+                   false};
+        s.forward_sample_enqueue(std::span<SeqStep>(&st, 1), std::span<const RowSampling>(&rs, 1),
+                                 /*tokens_from_previous=*/queued > 0, /*want_logprobs=*/true);
+        ++queued;
+    };
+    struct Drain {  // leaves the session with nothing outstanding, on every exit
+        Session& s;
+        ~Drain() {
+            try {
+                while (s.outstanding() > 0) (void)s.forward_sample_collect();
+            } catch (...) {
+            }
+        }
+    } drain{s};
+    if (pipelined) enqueue();
     std::vector<float> lp;
     for (int64_t step = 0; step < budget; ++step) {
         SeqStep st{&table, next, false};
         int32_t id = 0;
-        if (on_device) {
+        if (pipelined) {
+            if (queued < budget) enqueue();
+            id = s.forward_sample_collect(&lp)[0];
+            r.logprobs.push_back(lp[0]);
+        } else if (on_device) {
             rs.counter = static_cast<uint64_t>(step);
             id = s.forward_sample(std::span<SeqStep>(&st, 1), std::span<const RowSampling>(&rs, 1), &lp)[0];
             r.logprobs.push_back(lp[0]);

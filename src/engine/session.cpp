@@ -109,6 +109,7 @@ void Session::build_meta(std::span<SeqStep> steps) {
     m.logit_rows.clear();
     m.rope.clear();
     m.max_context_len = 0;
+    m.tokens_from_last_sample = false;
     if (static_rope_) m.rope.push_back(*static_rope_);
     for (SeqStep& s : steps) {
         FS_CHECK(s.table && !s.tokens.empty(), "forward: empty sequence step");
@@ -154,6 +155,8 @@ void Session::build_meta(std::span<SeqStep> steps) {
 }
 
 std::vector<float> Session::forward(std::span<SeqStep> steps) {
+    FS_CHECK(outstanding_.empty(), "forward: {} pipelined steps are still outstanding",
+             outstanding_.size());
     build_meta(steps);
     std::vector<float> logits(meta_.logit_rows.size() * static_cast<size_t>(config().vocab_size));
     model_->forward(meta_, logits.data());
@@ -167,6 +170,8 @@ std::vector<int32_t> Session::forward_sample(std::span<SeqStep> steps, std::span
              steps.size(), params.size());
     for (const SeqStep& s : steps)
         FS_CHECK(!s.all_logits, "forward_sample: a sequence asks for all logits (use forward)");
+    FS_CHECK(outstanding_.empty(), "forward_sample: {} pipelined steps are still outstanding",
+             outstanding_.size());
     build_meta(steps);
     Tensor lg = model_->forward_device(meta_);
     for (SeqStep& s : steps) s.table->set_cached(s.table->num_cached() + static_cast<int64_t>(s.tokens.size()));
@@ -174,6 +179,72 @@ std::vector<int32_t> Session::forward_sample(std::span<SeqStep> steps, std::span
     if (logprobs) logprobs->assign(steps.size(), 0.0f);
     backend_->sample_rows(lg, params.data(), ids.data(), logprobs ? logprobs->data() : nullptr);
     return ids;
+}
+
+void Session::forward_sample_enqueue(std::span<SeqStep> steps, std::span<const RowSampling> params,
+                                     bool tokens_from_previous, bool want_logprobs) {
+    FS_CHECK(params.size() == steps.size(), "forward_sample: {} sequences but {} parameter sets",
+             steps.size(), params.size());
+    FS_CHECK(outstanding_.size() < 2, "forward_sample_enqueue: two steps are already outstanding");
+    for (const SeqStep& s : steps)
+        FS_CHECK(!s.all_logits, "forward_sample: a sequence asks for all logits (use forward)");
+    const bool feed = tokens_from_previous && backend_->sample_feed();
+    std::vector<SeqStep> fed;  // without a device feed: the previous ids, from the host
+    if (tokens_from_previous) {
+        FS_CHECK(!outstanding_.empty() && outstanding_.back().rows == steps.size(),
+                 "forward_sample_enqueue: the step takes its tokens from the previous one, which "
+                 "sampled {} rows for {} sequences",
+                 outstanding_.empty() ? 0 : outstanding_.back().rows, steps.size());
+        for (const SeqStep& s : steps)
+            FS_CHECK(s.tokens.size() == 1,
+                     "forward_sample_enqueue: a step fed by the previous one has one token per "
+                     "sequence");
+        if (!feed) {
+            const Outstanding& prev = outstanding_.back();
+            fed.assign(steps.begin(), steps.end());
+            for (size_t i = 0; i < fed.size(); ++i)
+                fed[i].tokens = std::span<const int32_t>(&prev.ids[i], 1);
+            steps = fed;
+        }
+    }
+    build_meta(steps);
+    meta_.tokens_from_last_sample = feed;
+    Tensor lg = model_->forward_device(meta_);
+    for (SeqStep& s : steps) s.table->set_cached(s.table->num_cached() + static_cast<int64_t>(s.tokens.size()));
+    backend_->sample_rows_enqueue(lg, params.data(), want_logprobs);
+    Outstanding o;
+    o.rows = steps.size();
+    o.logprobs = want_logprobs;
+    if (!backend_->sample_feed()) {  // the next step may need the ids on the host
+        o.ids.resize(o.rows);
+        if (want_logprobs) o.lps.resize(o.rows);
+        backend_->sample_rows_collect(o.ids.data(), want_logprobs ? o.lps.data() : nullptr);
+        o.ready = true;
+    }
+    outstanding_.push_back(std::move(o));
+}
+
+std::vector<int32_t> Session::forward_sample_collect(std::vector<float>* logprobs) {
+    FS_CHECK(!outstanding_.empty(), "forward_sample_collect: no step is outstanding");
+    FS_CHECK(!logprobs || outstanding_.front().logprobs,
+             "forward_sample_collect: the step was queued without logprobs");
+    Outstanding o = std::move(outstanding_.front());
+    outstanding_.pop_front();
+    if (!o.ready) {
+        o.ids.resize(o.rows);
+        if (o.logprobs) o.lps.resize(o.rows);
+        backend_->sample_rows_collect(o.ids.data(), o.logprobs ? o.lps.data() : nullptr);
+    }
+    if (logprobs) *logprobs = std::move(o.lps);
+    return std::move(o.ids);
+}
+
+bool Session::pipelined_decode() const {
+    static const bool enabled = [] {
+        const char* e = std::getenv("FARSIGHT_PIPELINE");
+        return !(e && e[0] == '0');
+    }();
+    return enabled && device_sampling();
 }
 
 bool Session::device_sampling() const {

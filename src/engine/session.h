@@ -2,6 +2,7 @@
 // A Session is a loaded model on a backend with its paged KV cache: the unit the CLI, the
 // server and the tests work with. forward() runs one step for several sequences of different
 // lengths (each appending tokens to its own block table).
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -67,6 +68,21 @@ public:
     // backend prefers it (CUDA) and FARSIGHT_DEVICE_SAMPLING is not 0.
     bool device_sampling() const;
 
+    // Pipelined decode: forward_sample in two halves, so that the next step is queued before
+    // this one's ids are read back and the device does not wait for the host between steps.
+    // forward_sample_enqueue queues a step and its sampling. With tokens_from_previous every
+    // sequence's one token is the id the previous enqueued step drew for the same row (the same
+    // sequences in the same order, one placeholder token each; on the device where the backend
+    // can, else from the host). At most two outstanding; forward_sample_collect returns the
+    // oldest one's ids (and logprobs when enqueued with want_logprobs). forward_sample and
+    // forward need none outstanding.
+    void forward_sample_enqueue(std::span<SeqStep> steps, std::span<const RowSampling> params,
+                                bool tokens_from_previous = false, bool want_logprobs = false);
+    std::vector<int32_t> forward_sample_collect(std::vector<float>* logprobs = nullptr);
+    size_t outstanding() const { return outstanding_.size(); }
+    // device_sampling() and FARSIGHT_PIPELINE is not 0: generation pipelines its decode steps.
+    bool pipelined_decode() const;
+
     // Convenience: logits for every position of one sequence, in a fresh cache (freed after).
     std::vector<float> score(std::span<const int32_t> ids);
 
@@ -82,6 +98,14 @@ private:
     double load_seconds_ = 0;
     std::optional<RopeFreqs> static_rope_;
     BatchMeta meta_;
+    struct Outstanding {
+        size_t rows = 0;
+        bool logprobs = false;
+        bool ready = false;  // results already on the host (backends without sample_feed)
+        std::vector<int32_t> ids;
+        std::vector<float> lps;
+    };
+    std::deque<Outstanding> outstanding_;
 };
 
 }  // namespace farsight

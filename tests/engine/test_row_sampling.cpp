@@ -11,7 +11,9 @@
 
 #include "backend/sampling.h"
 #include "common/filtered_distribution.h"
+#include "common/pipelined_decode.h"
 #include "engine/sampler.h"
+#include "core/error.h"
 #include "engine/session.h"
 
 using namespace farsight;
@@ -170,4 +172,34 @@ TEST(RowSampling, SessionForwardSampleOnCpuEqualsForward) {
     EXPECT_EQ(a.num_cached(), b.num_cached());
     a.release(s.pool());
     b.release(s.pool());
+}
+
+// Pipelined decode on the CPU backend (no device feed: the session feeds each step the ids it
+// collected from the step before) gives the synchronous loop's ids and logprobs; misuse is
+// refused with a message.
+TEST(RowSampling, PipelinedDecodeOnCpuEqualsSynchronous) {
+    LoadOptions o;
+    o.model = std::string(FARSIGHT_SHARED_DIR) + "/models/stories260K";
+    Session s(o);
+    EXPECT_FALSE(s.backend().sample_feed());
+    EXPECT_FALSE(s.pipelined_decode());  // the CPU backend keeps the logits path
+    testref::expect_pipelined_equals_sync(s, 24);
+
+    BlockTable t;
+    const std::vector<int32_t> prompt = {1, 403};
+    RowSampling greedy;
+    SeqStep st{&t, prompt, false};
+    std::span<SeqStep> one(&st, 1);
+    std::span<const RowSampling> g(&greedy, 1);
+    EXPECT_THROW(s.forward_sample_enqueue(one, g, /*tokens_from_previous=*/true), Error);
+    s.forward_sample_enqueue(one, g);
+    EXPECT_THROW(s.forward(one), Error);  // a step is outstanding
+    EXPECT_THROW((void)s.forward_sample(one, g), Error);
+    std::vector<float> lp;
+    EXPECT_THROW((void)s.forward_sample_collect(&lp), Error);  // queued without logprobs
+    EXPECT_EQ(s.outstanding(), 1u);
+    EXPECT_EQ(s.forward_sample_collect().size(), 1u);
+    EXPECT_EQ(s.outstanding(), 0u);
+    EXPECT_THROW((void)s.forward_sample_collect(), Error);
+    t.release(s.pool());
 }

@@ -10,7 +10,10 @@
 #include <numeric>
 
 #include "common/filtered_distribution.h"
+#include "common/pipelined_decode.h"
+#include "engine/generate.h"
 #include "engine/session.h"
+#include "tokenizer/tokenizer.h"
 #include "gpu_test_util.h"
 
 using namespace farsight;
@@ -268,4 +271,39 @@ TEST(CudaBench, SampleRows) {
         "ms | "
         "logits readback %.3f ms\n",
         g, gl, s, rb);
+}
+
+// Pipelined decode on the CUDA backend: each step's tokens come from the previous step's
+// sampling on the device (BatchMeta::tokens_from_last_sample), recorded steps included; the
+// same ids and logprobs as the synchronous loop. Then generate() (pipelined by default, a step
+// queued past eos dropped) against generate() on the CPU backend.
+TEST(CudaSampling, PipelinedDecodeEqualsSynchronous) {
+    FS_REQUIRE_GPU();
+    LoadOptions o;
+    o.model = std::string(FARSIGHT_SHARED_DIR) + "/models/stories260K";
+    o.device = "cuda";
+    o.kv_tokens = 2048;
+    Session s(o);
+    EXPECT_TRUE(s.backend().sample_feed());
+    testref::expect_pipelined_equals_sync(s, 48);
+
+    LoadOptions c = o;
+    c.device = "cpu";
+    c.kv_tokens = 0;
+    Session cpu(c);
+    const auto tok = Tokenizer::from_folder(o.model);
+    const std::vector<int32_t> prompt = {1, 403, 9};
+    for (int32_t eos : {-1, 0}) {  // no eos; then the 10th greedy token of the CPU run as eos
+        GenerationOptions g;
+        g.sampling.temperature = 0.0f;
+        g.max_new_tokens = 64;
+        const auto want0 = generate(cpu, tok, prompt, g);
+        if (eos == 0) g.eos_ids = {want0.ids[9]};
+        const auto want = eos == 0 ? generate(cpu, tok, prompt, g) : want0;
+        const auto got = generate(s, tok, prompt, g);
+        EXPECT_EQ(got.ids, want.ids) << "eos " << eos;
+        EXPECT_EQ(got.finish_reason, want.finish_reason);
+        EXPECT_EQ(got.text, want.text);
+        EXPECT_EQ(s.outstanding(), 0u);
+    }
 }

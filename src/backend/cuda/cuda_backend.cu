@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -263,14 +264,7 @@ class CudaBackend final : public Backend {
         const char* dr = std::getenv("FARSIGHT_DECODE_ROPE");
         rope_in_decode_ = !(dr && dr[0] == '0');
         gmeta_ev_ = std::make_unique<Event>(cudaEventDisableTiming);
-        const char* stt = std::getenv("FARSIGHT_STEP_TIMING");
-        if (stt && stt[0] == '1') {
-            timing_ = std::make_unique<StepTiming>();
-            timing_->start = std::make_unique<Event>();
-            timing_->launch = std::make_unique<Event>();
-            timing_->sampled = std::make_unique<Event>();
-            timing_->prev_sampled = std::make_unique<Event>();
-        }
+        for (auto& ev : samp_ev_) ev = std::make_unique<Event>(cudaEventDisableTiming);
     }
     ~CudaBackend() override {
         if (capturing_) {
@@ -280,15 +274,6 @@ class CudaBackend final : public Backend {
         }
         if (stream_) cudaStreamSynchronize(stream_->get());
         graphs_.clear();
-        if (timing_ && timing_->steps > 0) {
-            const double n = static_cast<double>(timing_->steps);
-            fmt::print(stderr,
-                       "step timing: {} replayed steps, mean us: start->graph launch {:.1f}, "
-                       "graph launch->sampled {:.1f}, sampled->next start {:.1f}\n",
-                       timing_->steps, 1e3 * timing_->start_to_launch_ms / n,
-                       1e3 * timing_->launch_to_sampled_ms / n,
-                       1e3 * timing_->sampled_to_next_ms / n);
-        }
     }
 
     std::string name() const override { return "cuda"; }
@@ -412,7 +397,11 @@ class CudaBackend final : public Backend {
     void gather_logit_rows(const Tensor& x, Tensor& out) override;
     void sample_rows(const Tensor& logits, const RowSampling* params, int32_t* ids,
                      float* logprobs) override;
+    void sample_rows_enqueue(const Tensor& logits, const RowSampling* params,
+                             bool want_logprobs) override;
+    void sample_rows_collect(int32_t* ids, float* logprobs) override;
     bool prefers_device_sampling() const override { return true; }
+    bool sample_feed() const override { return true; }
     bool fused_decode(int64_t rows, int64_t max_k) const override {
         return fused_enabled_ && rows == 1 && max_k > 0 && max_k % 8 == 0 &&
                gemv1_supported(1, max_k);
@@ -559,8 +548,18 @@ class CudaBackend final : public Backend {
     bool single_token_seqs_ = false;  // every sequence of the step has q_len 1
     bool gated_gemv_ = true;          // FARSIGHT_GATED_GEMV=0: one-row linear_silu unfused
     bool rope_in_decode_ = true;      // FARSIGHT_DECODE_ROPE=0: rope_store kernel instead
-    PinnedBuffer samp_host_;          // sample_rows: parameters up, ids and logprobs down
+    PinnedBuffer samp_host_[2];  // sample_rows: parameters up, ids and logprobs down
     DeviceBuffer samp_dev_;
+    std::unique_ptr<Event> samp_ev_[2];  // each parity's download done
+    struct SampPending {
+        int parity;
+        int64_t rows;
+        bool logprobs;
+    };
+    std::deque<SampPending> samp_pending_;
+    int samp_parity_ = 0;
+    const int32_t* samp_last_ids_ = nullptr;  // the last enqueued sampling's ids (device)
+    int64_t samp_last_rows_ = 0;
     DeviceBuffer attn_ws_;
     DeviceBuffer attn_cnt_;  // decode attention arrival counters: zero between launches
 
@@ -593,16 +592,6 @@ class CudaBackend final : public Backend {
     DeviceBuffer gmeta_dev_;
     std::unique_ptr<Event> gmeta_ev_;
     bool gmeta_ev_recorded_ = false;
-    // FARSIGHT_STEP_TIMING=1: events at a step's start (begin_step), its graph launch and the end
-    // of sampling, to split a decode step's wall time into GPU work and host turnaround (printed
-    // to stderr when the backend is destroyed). A profiling aid; off by default.
-    struct StepTiming {
-        std::unique_ptr<Event> start, launch, sampled, prev_sampled;
-        bool have_prev = false, started = false, launched = false;
-        int64_t steps = 0;
-        double start_to_launch_ms = 0, launch_to_sampled_ms = 0, sampled_to_next_ms = 0;
-    };
-    std::unique_ptr<StepTiming> timing_;
     int64_t gmeta_bt_cap_ = 0, gmeta_inv_cap_ = 0;  // capacities (entries)
 
     // linear plans
@@ -849,14 +838,17 @@ void CudaBackend::begin_forward_impl(const BatchMeta& meta_in, bool pad) {
     dm_.prefill_tile_q = prefill_tile_q;
     graph_bucket_ = bucket;
     have_meta_ = true;
+    if (meta_in.tokens_from_last_sample) {  // after the upload: the ids replace the placeholders
+        FS_CHECK(samp_last_ids_ != nullptr && samp_last_rows_ == meta_in.num_tokens(),
+                 "forward: the step takes its {} tokens from the last sampling, which drew {}",
+                 meta_in.num_tokens(), samp_last_rows_);
+        FS_CUDA(cudaMemcpyAsync(const_cast<int32_t*>(dm_.tokens), samp_last_ids_,
+                                static_cast<size_t>(samp_last_rows_) * sizeof(int32_t),
+                                cudaMemcpyDeviceToDevice, stream_->get()));
+    }
 }
 
 bool CudaBackend::begin_step(const BatchMeta& meta, uint64_t tensors_id) {
-    if (timing_) {
-        FS_CUDA(cudaEventRecord(timing_->start->get(), stream_->get()));
-        timing_->started = true;
-        timing_->launched = false;
-    }
     begin_forward_impl(meta, true);
     replay_ = false;
     if (graph_bucket_ == 0) return false;
@@ -915,10 +907,6 @@ void CudaBackend::end_step() {
         replay_ = false;
         auto it = graphs_.find(cur_graph_);
         FS_CHECK(it != graphs_.end() && it->second.exec, "end_step: no recorded step to run");
-        if (timing_) {
-            FS_CUDA(cudaEventRecord(timing_->launch->get(), stream_->get()));
-            timing_->launched = true;
-        }
         FS_CUDA(cudaGraphLaunch(it->second.exec, stream_->get()));
         ++stats_.replays;
     }
@@ -1278,53 +1266,63 @@ void CudaBackend::gather_logit_rows(const Tensor& x, Tensor& out) {
 
 void CudaBackend::sample_rows(const Tensor& logits, const RowSampling* params, int32_t* ids,
                               float* logprobs) {
+    sample_rows_enqueue(logits, params, logprobs != nullptr);
+    sample_rows_collect(ids, logprobs);
+}
+
+// Parameters go up from, and ids / logprobs come down to, one of two pinned buffers (the two
+// samplings that may be outstanding); the device side is one buffer whose ids the next step
+// may take as its tokens (sample_feed).
+void CudaBackend::sample_rows_enqueue(const Tensor& logits, const RowSampling* params,
+                                      bool want_logprobs) {
     FS_CHECK(logits.dtype == DType::F32, "sample_rows: logits must be f32");
+    FS_CHECK(samp_pending_.size() < 2, "sample_rows_enqueue: two samplings are already outstanding");
     const int64_t n = logits.rows;
+    const int par = samp_parity_;
+    samp_parity_ ^= 1;
+    samp_pending_.push_back({par, n, want_logprobs});
+    samp_last_ids_ = nullptr;
+    samp_last_rows_ = 0;
     if (n == 0) return;
     FS_CHECK(logits.cols > 0 && logits.cols < (int64_t(1) << 30), "sample_rows: vocabulary of {}",
              logits.cols);
     const size_t pbytes = static_cast<size_t>(n) * sizeof(RowSampling);
     const size_t obytes = static_cast<size_t>(n) * (sizeof(int32_t) + sizeof(float));
-    samp_host_.ensure(pbytes + obytes);
-    samp_dev_.ensure(pbytes + obytes);
-    std::memcpy(samp_host_.get(), params, pbytes);
-    char* dev = samp_dev_.as<char>();
-    char* host = samp_host_.as<char>();
     cudaStream_t st = stream_->get();
+    if (samp_dev_.size() < pbytes + obytes) {
+        FS_CUDA(cudaStreamSynchronize(st));  // queued copies may still use the old buffer
+        samp_dev_.ensure(pbytes + obytes);
+    }
+    // this parity's previous sampling was collected (its copies are done): the buffer is free
+    samp_host_[par].ensure(pbytes + obytes);
+    std::memcpy(samp_host_[par].get(), params, pbytes);
+    char* dev = samp_dev_.as<char>();
+    char* host = samp_host_[par].as<char>();
     FS_CUDA(cudaMemcpyAsync(dev, host, pbytes, cudaMemcpyHostToDevice, st));
     int32_t* d_ids = reinterpret_cast<int32_t*>(dev + pbytes);
     float* d_lp = reinterpret_cast<float*>(dev + pbytes + static_cast<size_t>(n) * sizeof(int32_t));
     launch_sample_rows(static_cast<const float*>(logits.data), n, logits.cols,
-                       reinterpret_cast<const RowSampling*>(dev), d_ids, logprobs ? d_lp : nullptr,
-                       st);
-    const bool timed = timing_ && timing_->started && timing_->launched;
-    if (timed) FS_CUDA(cudaEventRecord(timing_->sampled->get(), st));
-    FS_CUDA(cudaMemcpyAsync(host + pbytes, dev + pbytes, logprobs ? obytes : obytes / 2,
+                       reinterpret_cast<const RowSampling*>(dev), d_ids,
+                       want_logprobs ? d_lp : nullptr, st);
+    FS_CUDA(cudaMemcpyAsync(host + pbytes, dev + pbytes, want_logprobs ? obytes : obytes / 2,
                             cudaMemcpyDeviceToHost, st));
-    FS_CUDA(cudaStreamSynchronize(st));
-    if (timed) {
-        StepTiming& tm = *timing_;
-        float a = 0, b = 0, c = 0;
-        FS_CUDA(cudaEventElapsedTime(&a, tm.start->get(), tm.launch->get()));
-        FS_CUDA(cudaEventElapsedTime(&b, tm.launch->get(), tm.sampled->get()));
-        if (tm.have_prev)
-            FS_CUDA(cudaEventElapsedTime(&c, tm.prev_sampled->get(), tm.start->get()));
-        if (tm.have_prev) {  // count steps whose predecessor was timed too
-            ++tm.steps;
-            tm.start_to_launch_ms += a;
-            tm.launch_to_sampled_ms += b;
-            tm.sampled_to_next_ms += c;
-        }
-        std::swap(tm.sampled, tm.prev_sampled);
-        tm.have_prev = true;
-        tm.started = tm.launched = false;
-    } else if (timing_) {
-        timing_->have_prev = false;
-    }
-    std::memcpy(ids, host + pbytes, static_cast<size_t>(n) * sizeof(int32_t));
+    FS_CUDA(cudaEventRecord(samp_ev_[par]->get(), st));
+    samp_last_ids_ = d_ids;
+    samp_last_rows_ = n;
+}
+
+void CudaBackend::sample_rows_collect(int32_t* ids, float* logprobs) {
+    FS_CHECK(!samp_pending_.empty(), "sample_rows_collect: nothing outstanding");
+    const SampPending p = samp_pending_.front();
+    samp_pending_.pop_front();
+    if (p.rows == 0) return;
+    FS_CHECK(!logprobs || p.logprobs, "sample_rows_collect: logprobs were not asked for");
+    FS_CUDA(cudaEventSynchronize(samp_ev_[p.parity]->get()));
+    const char* host = samp_host_[p.parity].as<char>() + static_cast<size_t>(p.rows) * sizeof(RowSampling);
+    std::memcpy(ids, host, static_cast<size_t>(p.rows) * sizeof(int32_t));
     if (logprobs)
-        std::memcpy(logprobs, host + pbytes + static_cast<size_t>(n) * sizeof(int32_t),
-                    static_cast<size_t>(n) * sizeof(float));
+        std::memcpy(logprobs, host + static_cast<size_t>(p.rows) * sizeof(int32_t),
+                    static_cast<size_t>(p.rows) * sizeof(float));
 }
 
 double median(std::vector<float> v) {
