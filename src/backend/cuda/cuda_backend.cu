@@ -1278,14 +1278,14 @@ void CudaBackend::sample_rows_enqueue(const Tensor& logits, const RowSampling* p
     FS_CHECK(logits.dtype == DType::F32, "sample_rows: logits must be f32");
     FS_CHECK(samp_pending_.size() < 2, "sample_rows_enqueue: two samplings are already outstanding");
     const int64_t n = logits.rows;
+    FS_CHECK(n == 0 || (logits.cols > 0 && logits.cols < (int64_t(1) << 30)),
+             "sample_rows: vocabulary of {}", logits.cols);
     const int par = samp_parity_;
     samp_parity_ ^= 1;
     samp_pending_.push_back({par, n, want_logprobs});
     samp_last_ids_ = nullptr;
     samp_last_rows_ = 0;
     if (n == 0) return;
-    FS_CHECK(logits.cols > 0 && logits.cols < (int64_t(1) << 30), "sample_rows: vocabulary of {}",
-             logits.cols);
     const size_t pbytes = static_cast<size_t>(n) * sizeof(RowSampling);
     const size_t obytes = static_cast<size_t>(n) * (sizeof(int32_t) + sizeof(float));
     cudaStream_t st = stream_->get();
