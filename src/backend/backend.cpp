@@ -111,25 +111,12 @@ void Backend::sample_rows(const Tensor& logits, const RowSampling* params, int32
     sample_rows_reference(host.data(), logits.rows, logits.cols, params, ids, logprobs);
 }
 
-void Backend::sample_rows_enqueue(const Tensor& logits, const RowSampling* params,
-                                  bool want_logprobs) {
-    FS_CHECK(sampled_.size() < 2, "sample_rows_enqueue: two samplings are already outstanding");
-    Sampled r;
-    r.ids.resize(static_cast<size_t>(logits.rows));
-    if (want_logprobs) r.logprobs.resize(static_cast<size_t>(logits.rows));
-    sample_rows(logits, params, r.ids.data(), want_logprobs ? r.logprobs.data() : nullptr);
-    sampled_.push_back(std::move(r));
+void Backend::sample_rows_enqueue(const Tensor&, const RowSampling*, bool) {
+    fail("backend {}: no pipelined sampling (sample_feed() is false); use sample_rows", name());
 }
 
-void Backend::sample_rows_collect(int32_t* ids, float* logprobs) {
-    FS_CHECK(!sampled_.empty(), "sample_rows_collect: nothing outstanding");
-    Sampled r = std::move(sampled_.front());
-    sampled_.pop_front();
-    std::copy(r.ids.begin(), r.ids.end(), ids);
-    if (logprobs) {
-        FS_CHECK(!r.logprobs.empty(), "sample_rows_collect: logprobs were not asked for");
-        std::copy(r.logprobs.begin(), r.logprobs.end(), logprobs);
-    }
+void Backend::sample_rows_collect(int32_t*, float*) {
+    fail("backend {}: no pipelined sampling (sample_feed() is false); use sample_rows", name());
 }
 
 }  // namespace farsight

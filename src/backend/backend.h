@@ -4,7 +4,6 @@
 // (src/backend/cuda/) implement them. Tensors are 2-D, row-major, contiguous
 // ([rows, cols]); activations are [tokens, features], weights are [out_features, in_features].
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -217,24 +216,16 @@ public:
     // CPU backend keeps its callers on the logits path).
     virtual bool prefers_device_sampling() const { return false; }
     // ---- pipelined sampling (decode without a host round trip between steps) ----
-    // sample_rows without waiting: at most two outstanding, collected in order by
-    // sample_rows_collect (ids and, when asked at enqueue, logprobs: one per row). The default
-    // samples at once and keeps the results until collected.
+    // Whether a step may take its tokens from the last enqueued sampling on the device
+    // (BatchMeta::tokens_from_last_sample), so that it can be queued before that sampling's ids
+    // are read back (CUDA: yes). Such a backend implements the two calls below: sample_rows
+    // without waiting, at most two outstanding, collected in order by sample_rows_collect (ids
+    // and, when asked at enqueue, logprobs: one per row). The defaults refuse.
+    virtual bool sample_feed() const { return false; }
     virtual void sample_rows_enqueue(const Tensor& logits, const RowSampling* params,
                                      bool want_logprobs);
     virtual void sample_rows_collect(int32_t* ids, float* logprobs);
-    // Whether a step may take its tokens from the last enqueued sampling on the device
-    // (BatchMeta::tokens_from_last_sample), so that it can be queued before that sampling's ids
-    // are read back (CUDA: yes).
-    virtual bool sample_feed() const { return false; }
     virtual void synchronize() = 0;
-
-private:
-    struct Sampled {  // the default sample_rows_enqueue's results, until collected
-        std::vector<int32_t> ids;
-        std::vector<float> logprobs;
-    };
-    std::deque<Sampled> sampled_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);

@@ -211,14 +211,15 @@ void Session::forward_sample_enqueue(std::span<SeqStep> steps, std::span<const R
     meta_.tokens_from_last_sample = feed;
     Tensor lg = model_->forward_device(meta_);
     for (SeqStep& s : steps) s.table->set_cached(s.table->num_cached() + static_cast<int64_t>(s.tokens.size()));
-    backend_->sample_rows_enqueue(lg, params.data(), want_logprobs);
     Outstanding o;
     o.rows = steps.size();
     o.logprobs = want_logprobs;
-    if (!backend_->sample_feed()) {  // the next step may need the ids on the host
+    if (backend_->sample_feed()) {
+        backend_->sample_rows_enqueue(lg, params.data(), want_logprobs);
+    } else {  // sampled now: the next step takes the ids from the host
         o.ids.resize(o.rows);
         if (want_logprobs) o.lps.resize(o.rows);
-        backend_->sample_rows_collect(o.ids.data(), want_logprobs ? o.lps.data() : nullptr);
+        backend_->sample_rows(lg, params.data(), o.ids.data(), want_logprobs ? o.lps.data() : nullptr);
         o.ready = true;
     }
     outstanding_.push_back(std::move(o));

@@ -38,4 +38,16 @@ inline std::vector<double> filtered(const std::vector<float>& l, double T, int k
     return q;
 }
 
+// The row and the filter settings both frequency tests (CPU reference, device) draw from.
+struct FilterCase {
+    float T;
+    int k;
+    float p;
+};
+inline const std::vector<float> kFrequencyLogits = {2.0f, 1.5f, 1.4f, 0.3f,  -0.2f, 0.9f, -1.0f,
+                                                    3.1f, 0.0f, 1.1f, -2.5f, 0.6f,  1.5f};
+inline const std::vector<FilterCase> kFrequencyCases = {{1.0f, 0, 1.0f},  {0.7f, 4, 1.0f},
+                                                        {1.3f, 0, 0.8f},  {1.0f, 6, 0.6f},
+                                                        {2.0f, 3, 0.95f}, {1.0f, 2, 1.0f}};
+
 }  // namespace farsight::testref

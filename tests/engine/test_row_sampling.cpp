@@ -68,17 +68,10 @@ TEST(RowSampling, DrawsAreAFunctionOfSeedAndCounter) {
 }
 
 TEST(RowSampling, TopKTopPFrequenciesMatchDistribution) {
-    const std::vector<float> l = {2.0f, 1.5f, 1.4f, 0.3f,  -0.2f, 0.9f, -1.0f,
-                                  3.1f, 0.0f, 1.1f, -2.5f, 0.6f,  1.5f};
+    const std::vector<float>& l = testref::kFrequencyLogits;
     const int64_t V = static_cast<int64_t>(l.size());
     const int N = 100000;
-    struct Case {
-        float T;
-        int k;
-        float p;
-    };
-    for (const Case c : {Case{1.0f, 0, 1.0f}, Case{0.7f, 4, 1.0f}, Case{1.3f, 0, 0.8f},
-                         Case{1.0f, 6, 0.6f}, Case{2.0f, 3, 0.95f}, Case{1.0f, 2, 1.0f}}) {
+    for (const testref::FilterCase& c : testref::kFrequencyCases) {
         RowSampling p;
         p.temperature = c.T;
         p.top_k = c.k;

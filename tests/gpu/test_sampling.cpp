@@ -111,20 +111,13 @@ TEST(CudaSampling, StochasticMatchesReferenceDraws) {
 TEST(CudaSampling, TopKTopPFrequenciesMatchDistribution) {
     FS_REQUIRE_GPU();
     Backend& b = gpu();
-    const std::vector<float> l = {2.0f, 1.5f, 1.4f, 0.3f,  -0.2f, 0.9f, -1.0f,
-                                  3.1f, 0.0f, 1.1f, -2.5f, 0.6f,  1.5f};
+    const std::vector<float>& l = testref::kFrequencyLogits;
     const int64_t V = static_cast<int64_t>(l.size());
     const int64_t N = small_mode() ? 20000 : 200000;
     std::vector<float> rows(static_cast<size_t>(N * V));
     for (int64_t i = 0; i < N; ++i) std::copy(l.begin(), l.end(), rows.begin() + i * V);
     Tensor t = upload(b, rows, N, V, DType::F32);
-    struct Case {
-        float T;
-        int k;
-        float p;
-    };
-    for (const Case c : {Case{1.0f, 0, 1.0f}, Case{0.7f, 4, 1.0f}, Case{1.3f, 0, 0.8f},
-                         Case{1.0f, 6, 0.6f}, Case{2.0f, 3, 0.95f}, Case{1.0f, 2, 1.0f}}) {
+    for (const testref::FilterCase& c : testref::kFrequencyCases) {
         std::vector<RowSampling> params(static_cast<size_t>(N));
         for (int64_t i = 0; i < N; ++i) {
             auto& p = params[static_cast<size_t>(i)];
@@ -163,13 +156,18 @@ TEST(CudaSampling, TopKTopPFrequenciesMatchDistribution) {
     }
 }
 
-// stories260K: greedy through forward_sample (device) equals greedy over forward's logits.
-TEST(CudaSampling, Stories260KGreedyIdenticalWithDeviceSampling) {
-    FS_REQUIRE_GPU();
+static LoadOptions stories_on_cuda(int64_t kv_tokens) {
     LoadOptions o;
     o.model = std::string(FARSIGHT_SHARED_DIR) + "/models/stories260K";
     o.device = "cuda";
-    o.kv_tokens = 1024;
+    o.kv_tokens = kv_tokens;
+    return o;
+}
+
+// stories260K: greedy through forward_sample (device) equals greedy over forward's logits.
+TEST(CudaSampling, Stories260KGreedyIdenticalWithDeviceSampling) {
+    FS_REQUIRE_GPU();
+    const LoadOptions o = stories_on_cuda(1024);
     Session s(o);
     EXPECT_TRUE(s.backend().prefers_device_sampling());
     const int64_t V = s.config().vocab_size;
@@ -279,10 +277,7 @@ TEST(CudaBench, SampleRows) {
 // queued past eos dropped) against generate() on the CPU backend.
 TEST(CudaSampling, PipelinedDecodeEqualsSynchronous) {
     FS_REQUIRE_GPU();
-    LoadOptions o;
-    o.model = std::string(FARSIGHT_SHARED_DIR) + "/models/stories260K";
-    o.device = "cuda";
-    o.kv_tokens = 2048;
+    const LoadOptions o = stories_on_cuda(2048);
     Session s(o);
     EXPECT_TRUE(s.backend().sample_feed());
     testref::expect_pipelined_equals_sync(s, 48);

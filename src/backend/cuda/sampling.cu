@@ -26,6 +26,18 @@ __device__ __forceinline__ T warp_sum(T v) {
     return v;
 }
 
+// The warp's maximum and the lowest id holding it (every lane gets both).
+__device__ __forceinline__ void warp_argmax(float& best, int& bi) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(kFull, best, o);
+        const int oi = __shfl_xor_sync(kFull, bi, o);
+        if (ob > best || (ob == best && oi < bi)) {
+            best = ob;
+            bi = oi;
+        }
+    }
+}
+
 // Sum over the block, returned to every thread (fixed order: deterministic).
 template <typename T>
 __device__ T block_sum(T v, T* red) {
@@ -193,14 +205,7 @@ __global__ void __launch_bounds__(kSampleThreads)
             bi = i;
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(kFull, best, o);
-        const int oi = __shfl_xor_sync(kFull, bi, o);
-        if (ob > best || (ob == best && oi < bi)) {
-            best = ob;
-            bi = oi;
-        }
-    }
+    warp_argmax(best, bi);
     if (lane == 0) {
         sh.redf[warp] = best;
         sh.redi[warp] = bi;
@@ -208,14 +213,7 @@ __global__ void __launch_bounds__(kSampleThreads)
     __syncthreads();
     best = lane < kSampleWarps ? sh.redf[lane] : -INFINITY;
     bi = lane < kSampleWarps ? sh.redi[lane] : INT_MAX;
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(kFull, best, o);
-        const int oi = __shfl_xor_sync(kFull, bi, o);
-        if (ob > best || (ob == best && oi < bi)) {
-            best = ob;
-            bi = oi;
-        }
-    }
+    warp_argmax(best, bi);
     const float M = best;
     int id = bi == INT_MAX ? 0 : bi;
 
